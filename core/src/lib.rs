@@ -1,0 +1,9 @@
+//! Setlist's core library: the next-song model, its partition plan and slice
+//! files, the activation wire format, and the playlist data formats.
+//!
+//! Nothing here serves requests or talks to Kubernetes or Kafka: the binaries
+//! are thin shells around these pure parts.
+
+pub mod dataset;
+pub mod progress;
+pub mod wire;
