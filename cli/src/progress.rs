@@ -12,7 +12,9 @@ pub struct Bar {
 
 impl Bar {
     pub fn new() -> Self {
-        Bar { current: Mutex::new(None) }
+        Bar {
+            current: Mutex::new(None),
+        }
     }
 }
 

@@ -4,6 +4,15 @@
 //! Nothing here serves requests or talks to Kubernetes or Kafka: the binaries
 //! are thin shells around these pure parts.
 
+pub mod artifact;
+pub mod catalogue;
 pub mod dataset;
+pub mod eval;
+pub mod model;
+pub mod pipeline;
+pub mod plan;
 pub mod progress;
+pub mod query;
+pub mod slice;
+pub mod train;
 pub mod wire;

@@ -9,7 +9,10 @@ use std::process::{Command, Output};
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -21,7 +24,10 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Runs `setlist` with `args`; returns its output whatever the status.
 pub fn setlist(args: &[&str]) -> Output {
-    Command::new(binary("setlist")).args(args).output().expect("setlist starts")
+    Command::new(binary("setlist"))
+        .args(args)
+        .output()
+        .expect("setlist starts")
 }
 
 /// Runs `setlist` and fails the test, showing its stderr, unless it succeeds.
@@ -44,7 +50,11 @@ pub fn datasets() -> PathBuf {
     let dir = std::env::var_os("SETLIST_DATASETS").map(PathBuf::from).expect(
         "SETLIST_DATASETS is not set: point it at the shared data sets (e.g. ../shared/datasets) or run `./setlist test`, which leaves real-data tests out when there is no data",
     );
-    assert!(dir.is_dir(), "SETLIST_DATASETS={} is not a folder", dir.display());
+    assert!(
+        dir.is_dir(),
+        "SETLIST_DATASETS={} is not a folder",
+        dir.display()
+    );
     dir
 }
 

@@ -1,0 +1,195 @@
+//! `setlist train` and `setlist evaluate`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use setlist_core::artifact::Model;
+use setlist_core::dataset::Dataset;
+use setlist_core::eval;
+use setlist_core::progress::Progress;
+use setlist_core::train::{self, TrainSpec};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Data set directory (from `setlist data import` or `setlist data generate`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write the model directory; it must not exist yet.
+    #[arg(long)]
+    out: PathBuf,
+    /// YAML file with `model`, `training`, `split` and `min_playlists`
+    /// (see docs/model-quality.md); the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    embedding_dim: Option<u32>,
+    #[arg(long)]
+    hidden_dim: Option<u32>,
+    #[arg(long)]
+    lstm_layers: Option<u32>,
+    /// The model reads at most this many of a playlist's last tracks.
+    #[arg(long)]
+    max_history: Option<u32>,
+    #[arg(long)]
+    epochs: Option<u32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Sampled softmax with this many shared negatives per batch.
+    #[arg(long, conflicts_with = "full_softmax")]
+    negatives: Option<u32>,
+    /// Always compute the full softmax, whatever the catalogue size.
+    #[arg(long)]
+    full_softmax: bool,
+    /// Seed for initialisation and batch order.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop after the epoch that crosses this many minutes.
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Fraction of playlists held out for `setlist evaluate` (0 trains on all).
+    #[arg(long)]
+    holdout: Option<f64>,
+    #[arg(long)]
+    split_seed: Option<u64>,
+    /// Leave out songs found in fewer training playlists than this.
+    #[arg(long)]
+    min_playlists: Option<u32>,
+}
+
+/// Maximum size of a training config file: it is a handful of numbers.
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+fn read_spec(path: &Path) -> Result<TrainSpec> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        size <= MAX_CONFIG_BYTES,
+        "{} is {size} bytes; a training config may be at most {MAX_CONFIG_BYTES} bytes",
+        path.display()
+    );
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not a valid training config", path.display()))
+}
+
+impl TrainArgs {
+    fn spec(&self) -> Result<TrainSpec> {
+        let mut spec = match &self.config {
+            Some(path) => read_spec(path)?,
+            None => TrainSpec::default(),
+        };
+        let set =
+            |target: &mut u32, value: Option<u32>| value.into_iter().for_each(|v| *target = v);
+        set(&mut spec.model.embedding_dim, self.embedding_dim);
+        set(&mut spec.model.hidden_dim, self.hidden_dim);
+        set(&mut spec.model.lstm_layers, self.lstm_layers);
+        set(&mut spec.model.max_history, self.max_history);
+        set(&mut spec.training.epochs, self.epochs);
+        set(&mut spec.min_playlists, self.min_playlists);
+        let t = &mut spec.training;
+        t.batch_size = self.batch_size.unwrap_or(t.batch_size);
+        t.learning_rate = self.learning_rate.unwrap_or(t.learning_rate);
+        t.dropout = self.dropout.unwrap_or(t.dropout);
+        t.seed = self.seed.unwrap_or(t.seed);
+        t.max_minutes = self.max_minutes.or(t.max_minutes);
+        if self.full_softmax {
+            t.negatives = None;
+            t.full_softmax_limit = u32::MAX;
+        } else if self.negatives.is_some() {
+            t.negatives = self.negatives;
+        }
+        spec.split.holdout = self.holdout.unwrap_or(spec.split.holdout);
+        spec.split.seed = self.split_seed.unwrap_or(spec.split.seed);
+        Ok(spec)
+    }
+}
+
+pub fn run_train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
+    let spec = args.spec()?;
+    anyhow::ensure!(
+        !args.out.exists(),
+        "{} already exists; choose another --out or remove it first",
+        args.out.display()
+    );
+    let dataset = Dataset::load(&args.data)
+        .with_context(|| format!("cannot load the data set {}", args.data.display()))?;
+    let trained = train::train_model(&dataset, &spec, progress)?;
+    eprintln!(
+        "model: {} songs, embedding {}, hidden {}, {} LSTM layers, {:.1} MiB; {} softmax",
+        trained.config.catalogue_size,
+        trained.config.embedding_dim,
+        trained.config.hidden_dim,
+        trained.config.lstm_layers,
+        trained.config.bytes() as f64 / (1 << 20) as f64,
+        trained.record.report.softmax,
+    );
+    let manifest = Model::save(
+        &args.out,
+        &trained.config,
+        &trained.weights,
+        &trained.catalogue,
+        &trained.record,
+    )?;
+    println!(
+        "wrote model {} to {} ({:.0} s of training)",
+        manifest.model_version,
+        args.out.display(),
+        trained.record.report.seconds
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// Model directory (from `setlist train`, with a holdout).
+    #[arg(long)]
+    model: PathBuf,
+    /// The data set the model was trained on.
+    #[arg(long)]
+    data: PathBuf,
+    /// Length of the recommendation list scored.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    k: u64,
+    /// Neighbours of session-kNN.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    neighbours: u64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run_evaluate(args: EvaluateArgs, progress: &dyn Progress) -> Result<()> {
+    let model = Model::load(&args.model)
+        .with_context(|| format!("cannot load the model {}", args.model.display()))?;
+    let dataset = Dataset::load(&args.data)
+        .with_context(|| format!("cannot load the data set {}", args.data.display()))?;
+    let k = args.k as usize;
+    let results = eval::evaluate_model(&model, &dataset, k, args.neighbours as usize, progress)?;
+    println!(
+        "model {} on {} held-out predictions (split seed {}, holdout {})",
+        model.manifest.model_version,
+        results[0].cases,
+        model.training.split.seed,
+        model.training.split.holdout
+    );
+    println!("| ranker | HR@{k} | MRR@{k} | seconds |");
+    println!("|---|---:|---:|---:|");
+    for m in &results {
+        println!(
+            "| {} | {:.4} | {:.4} | {:.1} |",
+            m.ranker, m.hit_rate, m.mrr, m.seconds
+        );
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results)?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
