@@ -44,6 +44,9 @@ pub struct TrainArgs {
     /// Always compute the full softmax, whatever the catalogue size.
     #[arg(long)]
     full_softmax: bool,
+    /// Train separate embedding and output matrices (tied is the default).
+    #[arg(long)]
+    untied: bool,
     /// Seed for initialisation and batch order.
     #[arg(long)]
     seed: Option<u64>,
@@ -98,6 +101,9 @@ impl TrainArgs {
         t.dropout = self.dropout.unwrap_or(t.dropout);
         t.seed = self.seed.unwrap_or(t.seed);
         t.max_minutes = self.max_minutes.or(t.max_minutes);
+        if self.untied {
+            t.tie_embeddings = false;
+        }
         if self.full_softmax {
             t.negatives = None;
             t.full_softmax_limit = u32::MAX;

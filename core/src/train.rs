@@ -4,7 +4,7 @@
 use crate::artifact::TrainingRecord;
 use crate::catalogue::Catalogue;
 use crate::dataset::{Dataset, Playlist};
-use crate::model::{ModelConfig, OUTPUT_BIAS, Weights, ops};
+use crate::model::{ModelConfig, OUTPUT_BIAS, OUTPUT_WEIGHT, Weights, ops};
 use crate::progress::Progress;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -121,6 +121,12 @@ pub struct TrainConfig {
     pub negatives: Option<u32>,
     /// Catalogues larger than this use sampled softmax when `negatives` is unset.
     pub full_softmax_limit: u32,
+    /// Train one matrix as both the embedding and the output projection
+    /// (needs embedding_dim == hidden_dim). A song then has one vector for
+    /// "what came before" and "what comes next", which sparse playlist data
+    /// learns far better; the saved model still holds both tensors, so
+    /// slicing and serving do not change.
+    pub tie_embeddings: bool,
     pub grad_clip: f64,
     pub seed: u64,
     /// Stops after the epoch that crosses this many minutes.
@@ -136,6 +142,7 @@ impl Default for TrainConfig {
             dropout: 0.2,
             negatives: None,
             full_softmax_limit: 20_000,
+            tie_embeddings: true,
             grad_clip: 5.0,
             seed: 7,
             max_minutes: None,
@@ -164,7 +171,7 @@ pub struct ModelShape {
 impl Default for ModelShape {
     fn default() -> Self {
         ModelShape {
-            embedding_dim: 128,
+            embedding_dim: 256,
             hidden_dim: 256,
             lstm_layers: 2,
             max_history: 50,
@@ -332,7 +339,14 @@ pub fn train(
     tch::manual_seed(tc.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(tc.seed);
     let vs = nn::VarStore::new(tch::Device::Cpu);
-    let weights = init_weights(&vs, config, popularity, tc.seed);
+    if tc.tie_embeddings && config.embedding_dim != config.hidden_dim {
+        return Err(TrainError::BadConfig {
+            field: "tie_embeddings",
+            value: "true".into(),
+            expected: "tied embeddings need embedding_dim equal to hidden_dim; make them equal or set tie_embeddings to false",
+        });
+    }
+    let weights = init_weights(&vs, config, popularity, tc.seed, tc.tie_embeddings);
     let mut optimizer = nn::Adam::default().build(&vs, tc.learning_rate)?;
     let negatives = tc.negatives_for(config.catalogue_size);
     let sampler = negatives.map(|n| NegativeSampler::new(popularity, n));
@@ -450,10 +464,18 @@ fn validate(tc: &TrainConfig) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// The model's initial weights as trainable variables of `vs`.
-fn init_weights(vs: &nn::VarStore, config: &ModelConfig, popularity: &[u32], seed: u64) -> Weights {
-    crate::model::initial_weights(config, Some(popularity), seed)
+/// The model's initial weights as trainable variables of `vs`. Tied, the
+/// output projection is the embedding variable itself.
+fn init_weights(
+    vs: &nn::VarStore,
+    config: &ModelConfig,
+    popularity: &[u32],
+    seed: u64,
+    tied: bool,
+) -> Weights {
+    let mut weights: Weights = crate::model::initial_weights(config, Some(popularity), seed)
         .into_iter()
+        .filter(|(name, _)| !(tied && name == OUTPUT_WEIGHT))
         .map(|(name, initial)| {
             // Variable stores separate path components with dots themselves.
             let (path, leaf) = name
@@ -465,7 +487,12 @@ fn init_weights(vs: &nn::VarStore, config: &ModelConfig, popularity: &[u32], see
                 .var_copy(leaf, &initial);
             (name, var)
         })
-        .collect()
+        .collect();
+    if tied {
+        let embedding = weights["embedding.weight"].shallow_clone();
+        weights.insert(OUTPUT_WEIGHT.to_string(), embedding);
+    }
+    weights
 }
 
 /// Draws shared negatives in proportion to popularity^0.75 (word2vec's choice:
@@ -542,7 +569,7 @@ fn sampled_softmax_loss(
     sampler: &NegativeSampler,
     rng: &mut ChaCha8Rng,
 ) -> Tensor {
-    let w = &weights[crate::model::OUTPUT_WEIGHT];
+    let w = &weights[OUTPUT_WEIGHT];
     let b = &weights[OUTPUT_BIAS];
     // libtorch's own generator is seeded by `tch::manual_seed`; drawing a seed
     // from ours keeps negatives reproducible whatever else used libtorch's.

@@ -46,6 +46,7 @@ fn generate_train_slice_and_recommend() {
         "2",
         "--batch-size",
         "32",
+        "--untied",
     ]);
     let manifest: Value =
         serde_json::from_str(&fs::read_to_string(p("model/manifest.json")).unwrap()).unwrap();
