@@ -7,6 +7,7 @@ mod progress;
 mod recommend;
 mod slice;
 mod train;
+mod up;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole system on this machine: embedded Kafka, compute nodes, dispatcher.
+    Up(up::UpArgs),
     /// Import real playlist data or generate a synthetic data set.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -53,6 +56,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let bar = progress::Bar::new();
     match cli.command {
+        Command::Up(args) => up::run(args, &bar),
         Command::Data(cmd) => data::run(cmd, &bar),
         Command::Train(args) => train::run_train(args, &bar),
         Command::Evaluate(args) => train::run_evaluate(args, &bar),

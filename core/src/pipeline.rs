@@ -132,6 +132,87 @@ pub fn from_activations(activations: &Activations, hand_off: bool) -> (Tensor, V
     (padded.view(shape.as_slice()), lengths)
 }
 
+/// Rows `rows` of a batch, in that order: what is left of a frame after its
+/// expired requests are dropped, or one frame's share of a combined batch.
+pub fn take_rows(activations: &Activations, rows: &[usize]) -> Activations {
+    let dim = activations.dim as usize;
+    let mut offsets = Vec::with_capacity(activations.lengths.len() + 1);
+    offsets.push(0usize);
+    for &len in &activations.lengths {
+        offsets.push(offsets[offsets.len() - 1] + len as usize * dim);
+    }
+    fn pick<T: Copy>(values: &[T], offsets: &[usize], rows: &[usize]) -> Vec<T> {
+        rows.iter()
+            .flat_map(|&r| values[offsets[r]..offsets[r + 1]].iter().copied())
+            .collect()
+    }
+    Activations {
+        dim: activations.dim,
+        lengths: rows.iter().map(|&r| activations.lengths[r]).collect(),
+        values: match &activations.values {
+            Values::F32(v) => Values::F32(pick(v, &offsets, rows)),
+            Values::F16(v) => Values::F16(pick(v, &offsets, rows)),
+            Values::TrackIds(v) => Values::TrackIds(pick(v, &offsets, rows)),
+        },
+    }
+}
+
+/// Several frames' batches as one, so a node runs them in one forward pass;
+/// f16 parts are widened when mixed with f32 ones. `None` when the parts
+/// differ in `dim` or mix track ids with activations (callers check each
+/// frame's shape first, so this is a bug guard, not a user error).
+pub fn concat(parts: &[Activations]) -> Option<Activations> {
+    let dim = parts.first().map_or(1, |p| p.dim);
+    if parts.iter().any(|p| p.dim != dim) {
+        return None;
+    }
+    let lengths = parts
+        .iter()
+        .flat_map(|p| p.lengths.iter().copied())
+        .collect();
+    let ids: Option<Vec<&[u32]>> = parts
+        .iter()
+        .map(|p| match &p.values {
+            Values::TrackIds(v) => Some(v.as_slice()),
+            _ => None,
+        })
+        .collect();
+    let halves: Option<Vec<&[half::f16]>> = parts
+        .iter()
+        .map(|p| match &p.values {
+            Values::F16(v) => Some(v.as_slice()),
+            _ => None,
+        })
+        .collect();
+    let values = if let Some(ids) = ids {
+        Values::TrackIds(ids.concat())
+    } else if parts
+        .iter()
+        .any(|p| matches!(p.values, Values::TrackIds(_)))
+    {
+        return None;
+    } else if let Some(halves) = halves {
+        Values::F16(halves.concat())
+    } else {
+        let widened: Vec<Activations> = parts.iter().map(Activations::to_f32).collect();
+        Values::F32(
+            widened
+                .iter()
+                .flat_map(|p| match &p.values {
+                    Values::F32(v) => v.as_slice(),
+                    _ => &[],
+                })
+                .copied()
+                .collect(),
+        )
+    };
+    Some(Activations {
+        dim,
+        lengths,
+        values,
+    })
+}
+
 /// All slices of a model in one process. Every hand-off between stages, and
 /// from the last stage to the shards, is encoded to a wire frame and decoded
 /// again, so this runs the arithmetic and the format of the distributed
@@ -350,4 +431,60 @@ pub fn random_histories(
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(lengths: &[u32], dim: u32, start: f32) -> Activations {
+        let n: u32 = lengths.iter().sum::<u32>() * dim;
+        Activations {
+            dim,
+            lengths: lengths.to_vec(),
+            values: Values::F32((0..n).map(|i| start + i as f32).collect()),
+        }
+    }
+
+    #[test]
+    fn take_rows_picks_whole_rows_in_the_given_order() {
+        let a = floats(&[1, 2, 1], 2, 0.0);
+        let picked = take_rows(&a, &[2, 0]);
+        assert_eq!(picked.lengths, vec![1, 1]);
+        assert_eq!(picked.values, Values::F32(vec![6.0, 7.0, 0.0, 1.0]));
+    }
+
+    #[test]
+    fn concat_joins_batches_and_refuses_mixed_kinds() {
+        let joined = concat(&[floats(&[1], 2, 0.0), floats(&[2], 2, 10.0).to_f16()]).unwrap();
+        assert_eq!(joined.lengths, vec![1, 2]);
+        assert_eq!(
+            joined.values,
+            Values::F32(vec![0.0, 1.0, 10.0, 11.0, 12.0, 13.0])
+        );
+        let ids = Activations {
+            dim: 1,
+            lengths: vec![2],
+            values: Values::TrackIds(vec![4, 5]),
+        };
+        assert_eq!(
+            concat(&[ids.clone(), ids.clone()]).unwrap().values,
+            Values::TrackIds(vec![4, 5, 4, 5])
+        );
+        assert!(concat(&[ids, floats(&[1], 1, 0.0)]).is_none());
+        assert!(concat(&[floats(&[1], 1, 0.0), floats(&[1], 2, 0.0)]).is_none());
+    }
+
+    #[test]
+    fn activations_round_trip_through_padded_tensors() {
+        let ids = track_ids(&[&[1, 2, 3], &[7]], 2);
+        assert_eq!(ids.lengths, vec![2, 1]);
+        let (t, lengths) = from_activations(&ids, false);
+        assert_eq!(t.size(), vec![2, 2]);
+        assert_eq!(lengths, vec![2, 1]);
+        let seq = floats(&[2, 1], 3, 0.0);
+        let (t, lengths) = from_activations(&seq, false);
+        assert_eq!(t.size(), vec![2, 2, 3]);
+        assert_eq!(to_activations(&t, &lengths, false), seq);
+    }
 }

@@ -377,6 +377,11 @@ impl ShardSlice {
         }
     }
 
+    /// Width of the hand-off the shard reads (the last LSTM's hidden size).
+    pub fn hidden_dim(&self) -> u32 {
+        self.weights[OUTPUT_WEIGHT].size()[1] as u32
+    }
+
     pub fn top_k(&self, hidden: &Tensor, queries: &[RowQuery]) -> Vec<Vec<Scored>> {
         let _guard = tch::no_grad_guard();
         ops::top_k(

@@ -61,3 +61,178 @@ pub fn datasets() -> PathBuf {
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
+
+/// A running `setlist up`, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Up {
+    child: std::process::Child,
+    /// The JSON line `setlist up --json` printed.
+    pub info: serde_json::Value,
+    _cache: tempfile::TempDir,
+}
+
+/// `count` consecutive free TCP ports on loopback.
+pub fn free_ports(count: u16) -> u16 {
+    use std::net::TcpListener;
+    for _ in 0..200 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 65535 - count {
+            continue;
+        }
+        if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on loopback");
+}
+
+impl Up {
+    /// Starts `setlist up` with `args` on free ports and waits until it is ready.
+    pub fn start(model: &Path, args: &[&str]) -> Up {
+        use std::io::BufRead;
+        let cache = tempfile::tempdir().unwrap();
+        let ports = free_ports(24);
+        let mut command = Command::new(binary("setlist"));
+        command
+            .args(["up", "--json", "--model", path_str(model)])
+            .arg(format!("--dispatcher-listen=127.0.0.1:{ports}"))
+            .arg(format!("--node-port-base={}", ports + 1))
+            .arg(format!("--work-dir={}", cache.path().join("up").display()))
+            .args(args)
+            .env("SETLIST_CACHE", cache.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        let mut child = command.spawn().expect("setlist up starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            !line.is_empty(),
+            "setlist up exited before it was ready (its stderr is above)"
+        );
+        let info = serde_json::from_str(&line).expect("setlist up --json prints one JSON line");
+        Up {
+            child,
+            info,
+            _cache: cache,
+        }
+    }
+
+    pub fn dispatcher(&self) -> String {
+        self.info["dispatcher"].as_str().unwrap().to_string()
+    }
+
+    /// A process by name (`stage-1-0`, `shard-0-0`, `dispatcher`).
+    pub fn process(&self, name: &str) -> &serde_json::Value {
+        self.info["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        for _ in 0..300 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client with a hard timeout, so no test can hang on a request.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+/// POSTs JSON and returns (status, body).
+pub fn post(url: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let mut response = http()
+        .post(url)
+        .send_json(body)
+        .expect("the server answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_json().expect("the answer is JSON"),
+    )
+}
+
+pub fn get_text(url: &str) -> (u16, String) {
+    let mut response = http().get(url).call().expect("the server answers");
+    (
+        response.status().as_u16(),
+        response.body_mut().read_to_string().unwrap(),
+    )
+}
+
+/// A small model trained by the real CLI in `dir`: a fresh data set, two
+/// epochs, 32 dimensions, two LSTM layers.
+pub fn small_model(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let model = dir.join("model");
+    setlist_ok(&[
+        "data",
+        "generate",
+        "--out",
+        path_str(&data),
+        "--seed",
+        "5",
+        "--tracks",
+        "800",
+        "--playlists",
+        "500",
+    ]);
+    setlist_ok(&[
+        "train",
+        "--data",
+        path_str(&data),
+        "--out",
+        path_str(&model),
+        "--epochs",
+        "2",
+        "--embedding-dim",
+        "32",
+        "--hidden-dim",
+        "32",
+        "--lstm-layers",
+        "2",
+    ]);
+    model
+}
+
+/// The value of the Prometheus sample `name` whose labels include every
+/// `labels` pair, e.g. `metric(text, "x_total", &[("reason", "deadline")])`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if wanted { value.parse().ok() } else { None }
+        })
+}

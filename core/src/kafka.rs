@@ -1,0 +1,135 @@
+//! Kafka client settings shared by every Setlist process: low-latency
+//! defaults, the operator's overrides on top, and nothing else. (The design
+//! keeps Kafka out of the model code; this is configuration, not I/O.)
+
+use rdkafka::ClientConfig;
+
+/// Where the brokers are and what to change in the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// librdkafka properties applied last, e.g. `fetch.wait.max.ms=10`.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// What a client is for; each gets the defaults its job needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Producer,
+    /// A member of a consumer group (a stage's or a shard's replicas).
+    GroupConsumer {
+        group: String,
+    },
+    /// A consumer of explicitly assigned partitions (a dispatcher's reply
+    /// partition); it never commits, so it needs no group of its own, but
+    /// librdkafka wants a `group.id`.
+    AssignedConsumer {
+        client: String,
+    },
+}
+
+/// Defaults chosen for latency, not throughput (librdkafka's own defaults
+/// batch for 5 ms on produce and wait up to 500 ms on fetch):
+/// - `linger.ms` 0: a frame leaves as soon as it is produced;
+/// - `fetch.wait.max.ms` 1: a real broker answers a fetch as soon as data
+///   arrives anyway; librdkafka's mock broker only answers when this expires;
+/// - `socket.nagle.disable`: no 40 ms delayed-ACK stalls on small frames;
+/// - `session.timeout.ms` 6000 / `heartbeat.interval.ms` 1000: a dead node's
+///   partitions move to a live replica within seconds, not 45 s;
+/// - offsets are stored only after a batch's output was produced and are
+///   committed every 200 ms: at-least-once, never at-most-once.
+pub fn defaults(role: &Role) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        ("socket.nagle.disable", "true".to_string()),
+        ("client.id", "setlist".to_string()),
+    ];
+    match role {
+        Role::Producer => settings.extend([
+            ("linger.ms", "0".to_string()),
+            ("acks", "all".to_string()),
+            ("message.timeout.ms", "10000".to_string()),
+        ]),
+        Role::GroupConsumer { group } => settings.extend([
+            ("group.id", group.clone()),
+            ("fetch.wait.max.ms", "1".to_string()),
+            ("fetch.min.bytes", "1".to_string()),
+            ("session.timeout.ms", "6000".to_string()),
+            ("heartbeat.interval.ms", "1000".to_string()),
+            ("enable.auto.commit", "true".to_string()),
+            ("enable.auto.offset.store", "false".to_string()),
+            ("auto.commit.interval.ms", "200".to_string()),
+            // A group with no committed offset starts at the beginning, so
+            // nothing produced before the first member joined is lost; stale
+            // frames are dropped cheaply by their deadline.
+            ("auto.offset.reset", "earliest".to_string()),
+        ]),
+        Role::AssignedConsumer { client } => settings.extend([
+            ("group.id", client.clone()),
+            ("fetch.wait.max.ms", "1".to_string()),
+            ("fetch.min.bytes", "1".to_string()),
+            ("enable.auto.commit", "false".to_string()),
+            ("auto.offset.reset", "latest".to_string()),
+        ]),
+    }
+    settings
+}
+
+impl KafkaSettings {
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Parses `key=value` overrides, e.g. from repeated `--kafka-set` flags.
+    pub fn with_overrides(mut self, pairs: &[String]) -> Result<Self, String> {
+        for pair in pairs {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                format!("Kafka setting \"{pair}\" is not key=value, e.g. fetch.wait.max.ms=10")
+            })?;
+            self.overrides
+                .push((key.trim().to_string(), value.trim().to_string()));
+        }
+        Ok(self)
+    }
+
+    pub fn client_config(&self, role: &Role) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in defaults(role) {
+            config.set(key, value);
+        }
+        for (key, value) in &self.overrides {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let settings = KafkaSettings::new("localhost:9092")
+            .with_overrides(&["fetch.wait.max.ms = 10".into()])
+            .unwrap();
+        let config = settings.client_config(&Role::GroupConsumer { group: "g".into() });
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(config.get("bootstrap.servers"), Some("localhost:9092"));
+    }
+
+    #[test]
+    fn a_malformed_override_says_what_is_expected() {
+        let err = KafkaSettings::new("x")
+            .with_overrides(&["linger.ms".into()])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "Kafka setting \"linger.ms\" is not key=value, e.g. fetch.wait.max.ms=10"
+        );
+    }
+}
