@@ -18,6 +18,9 @@ pub enum BenchCommand {
     /// Forward latency and throughput of the whole model, and the memory of
     /// each slice versus the whole model.
     Model(ModelBenchArgs),
+    /// The whole model in one process against the partitioned pipeline over
+    /// Kafka (1–4 stages, with and without micro-batching), with the broker's floor.
+    Pipeline(crate::bench_pipeline::PipelineBenchArgs),
     /// (internal) Load one part in a fresh process and report its memory.
     #[command(hide = true)]
     MemoryProbe(MemoryProbeArgs),
@@ -65,6 +68,7 @@ pub struct MemoryProbeArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Model(args) => bench_model(args),
+        BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
         BenchCommand::MemoryProbe(args) => memory_probe(args),
     }
 }
@@ -287,4 +291,11 @@ pub fn machine() -> String {
         cpu.unwrap_or_else(|| "unknown CPU".into()),
         tch::get_num_threads()
     )
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

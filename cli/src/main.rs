@@ -2,6 +2,7 @@
 //! system on one machine.
 
 mod bench;
+mod bench_pipeline;
 mod data;
 mod progress;
 mod recommend;

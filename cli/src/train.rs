@@ -47,6 +47,9 @@ pub struct TrainArgs {
     /// Train separate embedding and output matrices (tied is the default).
     #[arg(long)]
     untied: bool,
+    /// Keep the learning rate constant instead of the cosine decay.
+    #[arg(long)]
+    constant_lr: bool,
     /// Seed for initialisation and batch order.
     #[arg(long)]
     seed: Option<u64>,
@@ -101,6 +104,9 @@ impl TrainArgs {
         t.dropout = self.dropout.unwrap_or(t.dropout);
         t.seed = self.seed.unwrap_or(t.seed);
         t.max_minutes = self.max_minutes.or(t.max_minutes);
+        if self.constant_lr {
+            t.cosine_decay = false;
+        }
         if self.untied {
             t.tie_embeddings = false;
         }

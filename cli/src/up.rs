@@ -129,17 +129,17 @@ pub fn slices_for(model_dir: &Path, stages: u32, shards: u32) -> Result<PathBuf>
 }
 
 /// One supervised child process.
-struct Process {
-    name: String,
+pub struct Process {
+    pub name: String,
     command: Vec<String>,
-    log: PathBuf,
-    url: String,
+    pub log: PathBuf,
+    pub url: String,
     child: Child,
     restarts: u32,
 }
 
 impl Process {
-    fn spawn(name: String, command: Vec<String>, log: PathBuf, url: String) -> Result<Process> {
+    pub fn spawn(name: String, command: Vec<String>, log: PathBuf, url: String) -> Result<Process> {
         let child = start(&command, &log)?;
         Ok(Process {
             name,
@@ -167,6 +167,25 @@ fn start(command: &[String], log: &Path) -> Result<Child> {
         .with_context(|| format!("cannot start {}", command[0]))
 }
 
+/// Asks every process to stop (SIGTERM: nodes commit and leave their
+/// group), waits up to 10 s, then kills what is left.
+pub fn stop_all(processes: &mut [Process]) {
+    for p in processes.iter() {
+        let _ = kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in processes.iter_mut() {
+        while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(p.child.try_wait(), Ok(None)) {
+            eprintln!("setlist: {} did not stop in 10 s; killing it", p.name);
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Running<'a> {
     kafka: &'a str,
@@ -184,7 +203,7 @@ struct RunningProcess<'a> {
     log: &'a Path,
 }
 
-fn sibling(name: &str) -> Result<PathBuf> {
+pub fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name(name);
     anyhow::ensure!(
@@ -196,7 +215,7 @@ fn sibling(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn ready(url: &str) -> bool {
+pub fn ready(url: &str) -> bool {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_millis(500)))
         .build()
@@ -427,20 +446,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("setlist: stopping…");
-    for p in &processes {
-        let _ = kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for p in processes.iter_mut() {
-        while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(p.child.try_wait(), Ok(None)) {
-            eprintln!("setlist: {} did not stop in 10 s; killing it", p.name);
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-    }
+    stop_all(&mut processes);
     drop(mock);
     Ok(())
 }

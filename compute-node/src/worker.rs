@@ -17,8 +17,10 @@ use setlist_core::slice::{ShardSlice, StageSlice};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::{Consumer as TopicConsumer, Topics};
 use setlist_core::wire::{Activations, Body, Frame, Hop, Values, WireError};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The loaded slice.
@@ -51,24 +53,40 @@ impl ClientContext for NodeContext {
 
 impl ConsumerContext for NodeContext {}
 
-/// Counts deliveries Kafka refused, so a batch is only committed when all
-/// of its output arrived.
+/// Collects librdkafka's delivery reports (batch number, delivered?), so a
+/// batch's input offsets are stored only once all of its output arrived.
 #[derive(Default)]
 pub struct DeliveryContext {
-    failures: AtomicU64,
+    reports: Mutex<Vec<(usize, bool)>>,
 }
 
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
         if let Err((error, _)) = result {
             tracing::error!(%error, "kafka did not accept a frame");
-            self.failures.fetch_add(1, Ordering::Relaxed);
         }
+        self.reports
+            .lock()
+            .expect("delivery lock")
+            .push((batch, result.is_ok()));
     }
 }
+
+/// A processed batch whose output Kafka has not fully acknowledged yet.
+struct InFlight {
+    batch: usize,
+    outstanding: usize,
+    failed: bool,
+    offsets: Vec<(String, i32, i64)>,
+    started: Instant,
+}
+
+/// Batches awaiting acknowledgement before the node stops taking more:
+/// enough to keep the pipeline full, few enough to redo quickly on a crash.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// One consumed message.
 struct Received {
@@ -103,6 +121,8 @@ pub struct Worker {
     input_topic: String,
     consumer: BaseConsumer<NodeContext>,
     producer: BaseProducer<DeliveryContext>,
+    in_flight: VecDeque<InFlight>,
+    next_batch: usize,
     config: Config,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -154,6 +174,8 @@ impl Worker {
             input_topic,
             consumer,
             producer,
+            in_flight: VecDeque::new(),
+            next_batch: 0,
             config,
             metrics,
             health,
@@ -167,6 +189,7 @@ impl Worker {
         let mut last_broker_check = Instant::now() - Duration::from_secs(60);
         while !self.health.stopping.load(Ordering::Relaxed) {
             let batch = self.collect();
+            self.settle()?;
             self.refresh_assignment();
             if batch.is_empty() {
                 if last_broker_check.elapsed() > Duration::from_secs(2) {
@@ -185,9 +208,8 @@ impl Worker {
             self.process(batch)?;
         }
         tracing::info!("stopping: committing and leaving the consumer group");
-        self.producer
-            .flush(Duration::from_secs(5))
-            .context("cannot flush the last frames")?;
+        self.drain(Duration::from_secs(5))
+            .context("cannot deliver the last frames")?;
         if let Err(error) = self
             .consumer
             .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
@@ -214,17 +236,13 @@ impl Worker {
     fn collect(&self) -> Vec<Received> {
         let mut batch = Vec::new();
         let mut rows = 0usize;
-        let mut until = None;
+        let mut until: Option<Instant> = None;
         loop {
+            // After the first frame, whatever has already arrived joins the
+            // batch at no cost (a zero wait), then up to max_wait_ms more.
             let wait = match until {
                 None => Duration::from_millis(100),
-                Some(end) => {
-                    let left = end - Instant::now().min(end);
-                    if left.is_zero() {
-                        break;
-                    }
-                    left
-                }
+                Some(end) => end.saturating_duration_since(Instant::now()),
             };
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
@@ -260,9 +278,10 @@ impl Worker {
         self.metrics.frames_in.inc_by(batch.len() as u64);
         let now_ms = now_unix_us() / 1000;
         let mut accepted = Vec::new();
-        for received in &batch {
+        let mut rejected = Vec::new();
+        for (index, received) in batch.iter().enumerate() {
             match self.accept(&received.frame) {
-                Err(rejection) => self.dead_letter(received, &rejection),
+                Err(rejection) => rejected.push((index, rejection)),
                 Ok((frame, activations)) => {
                     let alive: Vec<usize> = (0..frame.rows.len())
                         .filter(|&r| frame.rows[r].deadline_unix_ms >= now_ms)
@@ -292,14 +311,84 @@ impl Worker {
                 }
             }
         }
+        let batch_number = self.next_batch;
+        self.next_batch += 1;
+        let mut in_flight = InFlight {
+            batch: batch_number,
+            outstanding: 0,
+            failed: false,
+            offsets: batch
+                .iter()
+                .map(|r| (r.topic.clone(), r.partition, r.offset))
+                .collect(),
+            started: Instant::now(),
+        };
+        for (index, rejection) in &rejected {
+            self.dead_letter(&batch[*index], rejection, &mut in_flight);
+        }
         if !accepted.is_empty() {
             let outputs = self.compute(&accepted);
-            self.produce(outputs)?;
+            self.produce(outputs, &mut in_flight)?;
         }
-        for received in &batch {
-            self.consumer
-                .store_offset(&received.topic, received.partition, received.offset)
-                .context("cannot store a consumed offset")?;
+        self.in_flight.push_back(in_flight);
+        // Backpressure: wait for Kafka rather than pile up unacknowledged work.
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            self.producer.poll(Duration::from_millis(1));
+            self.settle()?;
+        }
+        self.settle()
+    }
+
+    /// Applies delivery reports and stores the input offsets of every batch
+    /// at the front whose output is fully acknowledged, in order. A batch
+    /// Kafka refused ends the worker before its offsets are stored, so the
+    /// group hands it to a member again: at-least-once.
+    fn settle(&mut self) -> Result<()> {
+        self.producer.poll(Duration::ZERO);
+        let reports = std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .reports
+                .lock()
+                .expect("delivery lock"),
+        );
+        for (batch, delivered) in reports {
+            if let Some(b) = self.in_flight.iter_mut().find(|b| b.batch == batch) {
+                b.outstanding = b.outstanding.saturating_sub(1);
+                b.failed |= !delivered;
+            }
+        }
+        while self.in_flight.front().is_some_and(|b| b.outstanding == 0) {
+            let done = self.in_flight.pop_front().expect("checked above");
+            if done.failed {
+                self.metrics.produce_failures.inc();
+                anyhow::bail!(
+                    "Kafka refused frames of a batch; stopping so the batch is processed again"
+                );
+            }
+            self.metrics
+                .produce
+                .observe(done.started.elapsed().as_secs_f64());
+            for (topic, partition, offset) in &done.offsets {
+                self.consumer
+                    .store_offset(topic, *partition, *offset)
+                    .context("cannot store a consumed offset")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to `limit` for every batch in flight to be acknowledged.
+    fn drain(&mut self, limit: Duration) -> Result<()> {
+        let started = Instant::now();
+        while !self.in_flight.is_empty() {
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "Kafka did not acknowledge the last frames in {limit:?}"
+            );
+            self.producer.poll(Duration::from_millis(1));
+            self.settle()?;
         }
         Ok(())
     }
@@ -385,7 +474,7 @@ impl Worker {
         Ok((frame, activations))
     }
 
-    fn dead_letter(&self, received: &Received, rejection: &Rejection) {
+    fn dead_letter(&self, received: &Received, rejection: &Rejection, in_flight: &mut InFlight) {
         tracing::warn!(reason = rejection.reason, detail = %rejection.detail, partition = received.partition, offset = received.offset, "dead-lettering a frame");
         self.metrics
             .dead_letters
@@ -409,9 +498,10 @@ impl Worker {
             });
         let topic = self.topics.dead_letter();
         self.send(
-            BaseRecord::to(&topic)
+            BaseRecord::with_opaque_to(&topic, in_flight.batch)
                 .payload(received.payload.as_slice())
                 .headers(headers),
+            in_flight,
         );
     }
 
@@ -491,9 +581,7 @@ impl Worker {
             .collect()
     }
 
-    fn produce(&self, outputs: Vec<(Frame, Option<i32>)>) -> Result<()> {
-        let started = Instant::now();
-        let failures_before = self.producer.context().failures.load(Ordering::Relaxed);
+    fn produce(&self, outputs: Vec<(Frame, Option<i32>)>, in_flight: &mut InFlight) -> Result<()> {
         let topic = match &self.slice {
             Slice::Stage(s) => self.topics.stage(s.plan.index + 1),
             Slice::Shard(_) => self.topics.results(),
@@ -506,47 +594,37 @@ impl Worker {
                 let bytes = piece
                     .encode()
                     .context("an output frame failed validation")?;
-                let record = BaseRecord::to(&topic).payload(bytes.as_slice());
-                self.send(match partition {
-                    Some(p) => record.partition(p),
-                    None => record,
-                });
+                let record =
+                    BaseRecord::with_opaque_to(&topic, in_flight.batch).payload(bytes.as_slice());
+                self.send(
+                    match partition {
+                        Some(p) => record.partition(p),
+                        None => record,
+                    },
+                    in_flight,
+                );
                 self.metrics.frames_out.inc();
             }
-        }
-        self.producer
-            .flush(Duration::from_secs(10))
-            .context("Kafka did not acknowledge the batch's frames in 10 s")?;
-        self.metrics
-            .produce
-            .observe(started.elapsed().as_secs_f64());
-        let failed = self.producer.context().failures.load(Ordering::Relaxed) - failures_before;
-        if failed > 0 {
-            self.metrics.produce_failures.inc_by(failed);
-            // Exiting without storing the batch's offsets makes the next
-            // member of the group process it again: at-least-once.
-            anyhow::bail!(
-                "Kafka refused {failed} frames of this batch; restarting so the batch is processed again"
-            );
         }
         Ok(())
     }
 
-    /// Hands a record to the producer, waiting while its queue is full.
-    fn send(&self, mut record: BaseRecord<'_, (), [u8]>) {
+    /// Hands a record to the producer (waiting while its queue is full) and
+    /// counts it as outstanding for its batch.
+    fn send(&self, mut record: BaseRecord<'_, (), [u8], usize>, in_flight: &mut InFlight) {
         loop {
             match self.producer.send(record) {
-                Ok(()) => return,
+                Ok(()) => {
+                    in_flight.outstanding += 1;
+                    return;
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((error, _)) => {
                     tracing::error!(%error, "cannot produce a frame");
-                    self.producer
-                        .context()
-                        .failures
-                        .fetch_add(1, Ordering::Relaxed);
+                    in_flight.failed = true;
                     return;
                 }
             }

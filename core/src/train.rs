@@ -127,6 +127,10 @@ pub struct TrainConfig {
     /// learns far better; the saved model still holds both tensors, so
     /// slicing and serving do not change.
     pub tie_embeddings: bool,
+    /// Lower the learning rate along a cosine from `learning_rate` to 5 % of
+    /// it over the planned steps: large steps early, fine ones at the end,
+    /// which sharpens the ranking at the top (MRR).
+    pub cosine_decay: bool,
     pub grad_clip: f64,
     pub seed: u64,
     /// Stops after the epoch that crosses this many minutes.
@@ -138,11 +142,12 @@ impl Default for TrainConfig {
         TrainConfig {
             epochs: 10,
             batch_size: 64,
-            learning_rate: 2e-3,
-            dropout: 0.2,
+            learning_rate: 5e-3,
+            dropout: 0.3,
             negatives: None,
             full_softmax_limit: 20_000,
             tie_embeddings: true,
+            cosine_decay: true,
             grad_clip: 5.0,
             seed: 7,
             max_minutes: None,
@@ -364,6 +369,8 @@ pub fn train(
         },
     };
     let mut order: Vec<usize> = (0..windows.len()).collect();
+    let total_steps = (steps_per_epoch * tc.epochs as usize) as f64;
+    let mut step = 0usize;
     for epoch in 1..=tc.epochs {
         let epoch_started = Instant::now();
         order.shuffle(&mut rng);
@@ -382,6 +389,17 @@ pub fn train(
                 sampler.as_ref(),
                 &mut rng,
             );
+            if tc.cosine_decay {
+                let done = step as f64 / total_steps;
+                let floor = 0.05 * tc.learning_rate;
+                optimizer.set_lr(
+                    floor
+                        + (tc.learning_rate - floor)
+                            * 0.5
+                            * (1.0 + (std::f64::consts::PI * done).cos()),
+                );
+            }
+            step += 1;
             optimizer.zero_grad();
             loss.backward();
             optimizer.clip_grad_norm(tc.grad_clip);

@@ -1,0 +1,459 @@
+//! `setlist bench pipeline`: the whole model in one process against the
+//! partitioned pipeline over Kafka, in one run, with the broker's own floor
+//! measured alongside so Setlist's per-hop cost can be told apart from
+//! Kafka's.
+//!
+//! The benchmark is its own dispatcher: it produces stage-0 frames and reads
+//! the results partition directly, so HTTP is not part of what is measured.
+
+use crate::up::{self, Process};
+use anyhow::{Context, Result};
+use clap::Args;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use setlist_core::artifact::Model;
+use setlist_core::kafka::{KafkaSettings, Role};
+use setlist_core::model::ModelConfig;
+use setlist_core::model::ops::RowQuery;
+use setlist_core::pipeline::{random_histories, track_ids};
+use setlist_core::plan::PartitionPlan;
+use setlist_core::slice;
+use setlist_core::telemetry::now_unix_us;
+use setlist_core::topics::Topics;
+use setlist_core::wire::{Body, Frame, Hop, RowMeta};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct PipelineBenchArgs {
+    /// A trained model to measure (it needs 3 LSTM layers for 4 stages).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Otherwise a random-weight model of this many songs…
+    #[arg(long, default_value_t = 20_000)]
+    songs: u32,
+    /// …with this embedding and hidden size…
+    #[arg(long, default_value_t = 128)]
+    dim: u32,
+    /// …and this many LSTM layers.
+    #[arg(long, default_value_t = 3)]
+    lstm_layers: u32,
+    /// Most pipeline stages measured (1 up to this).
+    #[arg(long, default_value_t = 4)]
+    max_stages: u32,
+    /// Sequential requests timed per setup for latency.
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
+    /// Seconds of load per setup for saturation throughput.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Requests kept in flight at saturation.
+    #[arg(long, default_value_t = 128)]
+    in_flight: usize,
+    /// Tracks per request history.
+    #[arg(long, default_value_t = 50)]
+    history: usize,
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A client that speaks the pipeline's protocol: stage-0 frames out,
+/// top-k frames back on results partition 0.
+struct Client {
+    producer: BaseProducer,
+    consumer: BaseConsumer,
+    stage0: String,
+    model_version: String,
+    next_id: u128,
+}
+
+impl Client {
+    fn new(settings: &KafkaSettings, topics: &Topics, model_version: &str) -> Result<Client> {
+        let producer: BaseProducer = settings.client_config(&Role::Producer).create()?;
+        let consumer: BaseConsumer = settings
+            .client_config(&Role::AssignedConsumer {
+                client: format!("{}.bench", topics.results()),
+            })
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&topics.results(), 0, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        Ok(Client {
+            producer,
+            consumer,
+            stage0: topics.stage(0),
+            model_version: model_version.into(),
+            next_id: 1,
+        })
+    }
+
+    /// Publishes one frame holding `histories`; returns their request ids.
+    fn send(&mut self, histories: &[&[u32]]) -> Result<Vec<u128>> {
+        let rows: Vec<RowMeta> = histories
+            .iter()
+            .map(|h| {
+                self.next_id += 1;
+                RowMeta {
+                    request_id: self.next_id,
+                    deadline_unix_ms: u64::MAX,
+                    k: 20,
+                    exclude: h.to_vec(),
+                }
+            })
+            .collect();
+        let ids = rows.iter().map(|r| r.request_id).collect();
+        let frame = Frame {
+            model_version: self.model_version.clone(),
+            stage: 0,
+            reply_to: 0,
+            trace_context: String::new(),
+            hops: vec![Hop {
+                stage: u16::MAX,
+                queue_us: 0,
+                compute_us: 0,
+                sent_unix_us: now_unix_us(),
+            }],
+            rows,
+            body: Body::Activations(track_ids(histories, usize::MAX)),
+        };
+        let bytes = frame.encode()?;
+        self.producer
+            .send(BaseRecord::<(), [u8]>::to(&self.stage0).payload(bytes.as_slice()))
+            .map_err(|(e, _)| e)?;
+        self.producer.poll(Duration::ZERO);
+        Ok(ids)
+    }
+
+    /// The next result frame, if one arrives within `wait`.
+    fn receive(&self, wait: Duration) -> Option<Frame> {
+        self.producer.poll(Duration::ZERO);
+        match self.consumer.poll(wait)? {
+            Ok(message) => Frame::decode(message.payload()?).ok(),
+            Err(_) => None,
+        }
+    }
+}
+
+struct Measured {
+    p50_ms: f64,
+    p99_ms: f64,
+    compute_p50_ms: f64,
+    rows_per_second: f64,
+}
+
+/// Sequential single requests (latency), then `in_flight` requests kept
+/// outstanding for `seconds` (throughput). `pack` puts every request that
+/// is ready into one frame, as the dispatcher's micro-batching does.
+fn drive(
+    client: &mut Client,
+    histories: &[Vec<u32>],
+    args: &PipelineBenchArgs,
+    pack: bool,
+) -> Result<Measured> {
+    let mut latencies = Vec::new();
+    let mut computes = Vec::new();
+    for i in 0..args.requests + 20 {
+        let started = Instant::now();
+        let ids = client.send(&[&histories[i % histories.len()]])?;
+        let frame = loop {
+            let frame = client
+                .receive(Duration::from_secs(10))
+                .context("no answer from the pipeline in 10 s")?;
+            if frame.rows.first().map(|r| r.request_id) == ids.first().copied() {
+                break frame;
+            }
+        };
+        if i >= 20 {
+            latencies.push(started.elapsed().as_secs_f64() * 1e3);
+            computes.push(frame.hops.iter().map(|h| h.compute_us as f64).sum::<f64>() / 1e3);
+        }
+    }
+    let mut outstanding: HashMap<u128, ()> = HashMap::new();
+    let mut done = 0usize;
+    let mut i = 0usize;
+    let started = Instant::now();
+    let run = Duration::from_secs_f64(args.seconds);
+    while started.elapsed() < run {
+        let room = args.in_flight.saturating_sub(outstanding.len());
+        if room > 0 {
+            let count = if pack { room.min(64) } else { 1 };
+            let batch: Vec<&[u32]> = (0..count)
+                .map(|j| histories[(i + j) % histories.len()].as_slice())
+                .collect();
+            i += count;
+            for id in client.send(&batch)? {
+                outstanding.insert(id, ());
+            }
+            if !pack && room > 1 {
+                continue;
+            }
+        }
+        if let Some(frame) = client.receive(Duration::from_millis(1)) {
+            for row in &frame.rows {
+                if outstanding.remove(&row.request_id).is_some() {
+                    done += 1;
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Drain what is still in flight so the next setup starts clean.
+    let drain = Instant::now();
+    while !outstanding.is_empty() && drain.elapsed() < Duration::from_secs(30) {
+        if let Some(frame) = client.receive(Duration::from_millis(50)) {
+            for row in &frame.rows {
+                outstanding.remove(&row.request_id);
+            }
+        }
+    }
+    Ok(Measured {
+        p50_ms: percentile(&mut latencies.clone(), 0.5),
+        p99_ms: percentile(&mut latencies, 0.99),
+        compute_p50_ms: percentile(&mut computes, 0.5),
+        rows_per_second: done as f64 / elapsed,
+    })
+}
+
+/// The broker's floor: one small frame produced and consumed, round trip,
+/// with the same client settings the pipeline uses.
+fn broker_floor(
+    mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    settings: &KafkaSettings,
+    samples: usize,
+) -> Result<(f64, f64)> {
+    let topic = "setlist.bench.floor";
+    mock.create_topic(topic, 1, 1)?;
+    let producer: BaseProducer = settings.client_config(&Role::Producer).create()?;
+    let consumer: BaseConsumer = settings
+        .client_config(&Role::AssignedConsumer {
+            client: "setlist.bench.floor".into(),
+        })
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let payload = [0u8; 64];
+    let mut rtts = Vec::new();
+    for i in 0..samples + 20 {
+        let started = Instant::now();
+        producer
+            .send(BaseRecord::<(), [u8]>::to(topic).payload(&payload[..]))
+            .map_err(|(e, _)| e)?;
+        producer.poll(Duration::ZERO);
+        loop {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_secs(5)) {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "the broker did not deliver in 10 s"
+            );
+        }
+        if i >= 20 {
+            rtts.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok((
+        percentile(&mut rtts.clone(), 0.5),
+        percentile(&mut rtts, 0.99),
+    ))
+}
+
+fn whole_model(model: &Model, histories: &[Vec<u32>], args: &PipelineBenchArgs) -> Measured {
+    let one = |h: &[u32]| {
+        let q = [RowQuery { k: 20, exclude: h }];
+        model.recommend(&[h], &q)
+    };
+    for h in histories.iter().take(20) {
+        one(h);
+    }
+    let mut latencies: Vec<f64> = histories
+        .iter()
+        .cycle()
+        .take(args.requests)
+        .map(|h| {
+            let started = Instant::now();
+            one(h);
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let batch: Vec<&[u32]> = histories.iter().take(64).map(Vec::as_slice).collect();
+    let queries: Vec<RowQuery> = batch
+        .iter()
+        .map(|h| RowQuery { k: 20, exclude: h })
+        .collect();
+    let started = Instant::now();
+    let mut done = 0;
+    while started.elapsed().as_secs_f64() < args.seconds {
+        model.recommend(&batch, &queries);
+        done += batch.len();
+    }
+    let p50 = percentile(&mut latencies.clone(), 0.5);
+    Measured {
+        p50_ms: p50,
+        p99_ms: percentile(&mut latencies, 0.99),
+        compute_p50_ms: p50,
+        rows_per_second: done as f64 / started.elapsed().as_secs_f64(),
+    }
+}
+
+pub fn run(args: PipelineBenchArgs) -> Result<()> {
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("setlist-bench-pipeline-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = measure(&args, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
+    let model = match &args.model {
+        Some(dir) => Model::load(dir)?,
+        None => {
+            let config = ModelConfig {
+                catalogue_size: args.songs,
+                embedding_dim: args.dim,
+                hidden_dim: args.dim,
+                lstm_layers: args.lstm_layers,
+                max_history: 50,
+            };
+            let random = Model::random(config, 1)?;
+            let dir = work.join("model");
+            let manifest = Model::save(
+                &dir,
+                &random.config,
+                &random.weights,
+                &random.catalogue,
+                &random.training,
+            )?;
+            Model { manifest, ..random }
+        }
+    };
+    let c = &model.config;
+    // Full-length histories (shorter random ones repeated): the size the model is built for.
+    let histories: Vec<Vec<u32>> = random_histories(c.catalogue_size, 512, args.history, 3)
+        .into_iter()
+        .map(|h| h.iter().copied().cycle().take(args.history).collect())
+        .collect();
+    let node_bin = up::sibling("setlist-node")?;
+    let mock = MockCluster::new(1).context("cannot start the embedded broker")?;
+    let settings = KafkaSettings::new(mock.bootstrap_servers());
+
+    println!("## setlist bench pipeline");
+    println!();
+    println!("machine: {}", crate::bench::machine());
+    println!(
+        "model {}: {} songs, {} dims, {} LSTM layers; histories of {} tracks, top-20; broker: librdkafka mock cluster (1 broker, loopback), fetch.wait.max.ms=1",
+        model.manifest.model_version, c.catalogue_size, c.hidden_dim, c.lstm_layers, args.history
+    );
+    let (floor_p50, floor_p99) = broker_floor(&mock, &settings, args.requests)?;
+    println!();
+    println!(
+        "broker floor (64-byte message, produce → consume, same client settings): p50 {floor_p50:.3} ms, p99 {floor_p99:.3} ms"
+    );
+    println!();
+    println!(
+        "| setup | p50 ms | p99 ms | compute p50 ms | Setlist overhead per hop, p50 ms | saturation req/s | vs one process |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
+    let single = whole_model(&model, &histories, args);
+    println!(
+        "| whole model, one process ({} threads) | {:.2} | {:.2} | {:.2} | – | {:.0} | 1.00 |",
+        tch::get_num_threads(),
+        single.p50_ms,
+        single.p99_ms,
+        single.compute_p50_ms,
+        single.rows_per_second
+    );
+
+    let max_stages = args.max_stages.min(PartitionPlan::max_stages(c));
+    for stages in 1..=max_stages {
+        let plan = PartitionPlan::new(c, stages, 1)?;
+        let slices = work.join(format!("slices-{stages}"));
+        slice::write_slices(&model, &plan, &slices)?;
+        for batching in [false, true] {
+            let cluster = format!("bench{stages}{}", if batching { "b" } else { "u" });
+            let topics = Topics::new("bench", &cluster, &model.manifest.model_version)?;
+            for k in 0..=stages {
+                mock.create_topic(&topics.stage(k), 4, 1)?;
+            }
+            for t in [
+                topics.results(),
+                topics.dead_letter(),
+                topics.interactions(),
+            ] {
+                mock.create_topic(&t, 1, 1)?;
+            }
+            let mut nodes = Vec::new();
+            for part in slice::parts(&plan) {
+                let port = crate::bench::free_port()?;
+                let name = format!("{cluster}-{part}");
+                let command = vec![
+                    node_bin.display().to_string(),
+                    format!("--slices={}", slices.display()),
+                    format!("--part={part}"),
+                    format!("--kafka={}", mock.bootstrap_servers()),
+                    "--namespace=bench".into(),
+                    format!("--cluster={cluster}"),
+                    format!("--listen=127.0.0.1:{port}"),
+                    format!("--max-batch-rows={}", if batching { 64 } else { 1 }),
+                    "--max-wait-ms=0".into(),
+                ];
+                nodes.push(Process::spawn(
+                    name.clone(),
+                    command,
+                    work.join(format!("{name}.log")),
+                    format!("http://127.0.0.1:{port}"),
+                )?);
+            }
+            let started = Instant::now();
+            while !nodes.iter().all(|p| up::ready(&p.url)) {
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "nodes not ready in 60 s; see {}",
+                    work.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let mut client = Client::new(&settings, &topics, &model.manifest.model_version)?;
+            let m = drive(&mut client, &histories, args, batching);
+            up::stop_all(&mut nodes);
+            let m = m?;
+            let transfers = stages as f64 + 2.0;
+            let overhead = (m.p50_ms - m.compute_p50_ms - transfers * floor_p50) / transfers;
+            println!(
+                "| {stages} stage{} + 1 shard, {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} | {:.2} |",
+                if stages == 1 { "" } else { "s" },
+                if batching {
+                    "micro-batching"
+                } else {
+                    "no batching"
+                },
+                m.p50_ms,
+                m.p99_ms,
+                m.compute_p50_ms,
+                overhead,
+                m.rows_per_second,
+                m.rows_per_second / single.rows_per_second
+            );
+        }
+    }
+    println!();
+    println!(
+        "Setlist overhead per hop = (p50 − compute p50 − hops × broker floor p50) / hops, with hops = stages + 2 Kafka transfers (client → stage 0 → … → shard → results)."
+    );
+    Ok(())
+}
