@@ -255,7 +255,7 @@ mod tests {
         for first_end in 1..=len - (n - 1) {
             for rest in all_bounds(len - first_end, n - 1) {
                 let mut b = vec![0];
-                b.extend(rest.iter().skip(1).map(|x| x + first_end));
+                b.extend(rest.iter().map(|x| x + first_end));
                 out.push(b);
             }
         }
