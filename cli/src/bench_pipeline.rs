@@ -328,6 +328,8 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
                 hidden_dim: args.dim,
                 lstm_layers: args.lstm_layers,
                 max_history: 50,
+                // The default architecture, skip connections included.
+                residual: true,
             };
             let random = Model::random(config, 1)?;
             let dir = work.join("model");

@@ -30,6 +30,10 @@ pub struct TrainArgs {
     /// The model reads at most this many of a playlist's last tracks.
     #[arg(long)]
     max_history: Option<u32>,
+    /// Skip connections around each LSTM layer whose input is as wide as its
+    /// output (`true` by default; `--residual false` for a plain stack).
+    #[arg(long)]
+    residual: Option<bool>,
     #[arg(long)]
     epochs: Option<u32>,
     #[arg(long)]
@@ -96,6 +100,7 @@ impl TrainArgs {
         set(&mut spec.model.hidden_dim, self.hidden_dim);
         set(&mut spec.model.lstm_layers, self.lstm_layers);
         set(&mut spec.model.max_history, self.max_history);
+        spec.model.residual = self.residual.unwrap_or(spec.model.residual);
         set(&mut spec.training.epochs, self.epochs);
         set(&mut spec.min_playlists, self.min_playlists);
         let t = &mut spec.training;

@@ -85,7 +85,7 @@ pub fn cache_dir() -> PathBuf {
 /// The demo: a seeded synthetic catalogue and a small model, trained once and
 /// cached; the same on every machine.
 pub fn demo_model(progress: &dyn Progress) -> Result<PathBuf> {
-    let dir = cache_dir().join("demo/v1");
+    let dir = cache_dir().join("demo/v2");
     let model = dir.join("model");
     if model.join("manifest.json").exists() {
         return Ok(model);

@@ -243,6 +243,7 @@ mod tests {
             hidden_dim: 32,
             lstm_layers: layers,
             max_history: 50,
+            residual: false,
         }
     }
 
@@ -305,6 +306,7 @@ mod tests {
             hidden_dim: 256,
             lstm_layers: 2,
             max_history: 50,
+            residual: false,
         };
         let plan = PartitionPlan::new(&c, 2, 4).unwrap();
         assert_eq!(

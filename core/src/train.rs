@@ -140,7 +140,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 10,
+            epochs: 12,
             batch_size: 64,
             learning_rate: 5e-3,
             dropout: 0.3,
@@ -171,6 +171,8 @@ pub struct ModelShape {
     pub hidden_dim: u32,
     pub lstm_layers: u32,
     pub max_history: u32,
+    /// See [`ModelConfig::residual`].
+    pub residual: bool,
 }
 
 impl Default for ModelShape {
@@ -180,6 +182,7 @@ impl Default for ModelShape {
             hidden_dim: 256,
             lstm_layers: 2,
             max_history: 50,
+            residual: true,
         }
     }
 }
@@ -192,6 +195,7 @@ impl ModelShape {
             hidden_dim: self.hidden_dim,
             lstm_layers: self.lstm_layers,
             max_history: self.max_history,
+            residual: self.residual,
         }
     }
 }

@@ -18,6 +18,17 @@ fn small_model(seed: u64) -> Model {
         hidden_dim: 20,
         lstm_layers: 3,
         max_history: 9,
+        residual: false,
+    };
+    Model::random(config, seed).unwrap()
+}
+
+/// Equal widths, so every LSTM layer, the first included, has a skip connection.
+fn residual_model(seed: u64) -> Model {
+    let config = ModelConfig {
+        embedding_dim: 20,
+        residual: true,
+        ..small_model(seed).config
     };
     Model::random(config, seed).unwrap()
 }
@@ -28,16 +39,41 @@ fn tracks(list: &[Scored]) -> Vec<u32> {
 
 #[test]
 fn every_allowed_plan_matches_the_whole_model() {
-    let model = small_model(11);
+    assert_every_plan_matches(&small_model(11), 1..=97);
+}
+
+#[test]
+fn skip_connections_survive_every_stage_boundary() {
+    let model = residual_model(13);
+    let plain = ModelConfig {
+        residual: false,
+        ..model.config.clone()
+    };
+    // The same seed and shapes give the same weights.
+    let without = Model::random(plain, 13).unwrap();
+    let history: &[u32] = &[4, 8, 15, 16];
+    let q = [RowQuery {
+        k: 10,
+        exclude: history,
+    }];
+    assert_ne!(
+        model.recommend(&[history], &q),
+        without.recommend(&[history], &q),
+        "the skip connections change the arithmetic"
+    );
+    assert_every_plan_matches(&model, [1, 2, 5, 97]);
+}
+
+fn assert_every_plan_matches(model: &Model, shard_counts: impl IntoIterator<Item = u32> + Clone) {
     let histories = pipeline::random_histories(97, 24, 15, 5);
     let max_stages = PartitionPlan::max_stages(&model.config);
     let max_shards = PartitionPlan::max_output_shards(&model.config);
     assert_eq!((max_stages, max_shards), (4, 97));
     for stages in 1..=max_stages {
-        for shards in 1..=max_shards {
+        for shards in shard_counts.clone() {
             let plan = PartitionPlan::new(&model.config, stages, shards).unwrap();
-            let sliced = LocalPipeline::from_model(&model, &plan);
-            let agreement = pipeline::compare(&model, &sliced, &histories, 20).unwrap();
+            let sliced = LocalPipeline::from_model(model, &plan);
+            let agreement = pipeline::compare(model, &sliced, &histories, 20).unwrap();
             assert!(
                 agreement.holds(TOLERANCE),
                 "{stages} stages, {shards} shards: {agreement:?}"

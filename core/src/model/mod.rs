@@ -35,6 +35,11 @@ pub struct ModelConfig {
     pub lstm_layers: u32,
     /// The model reads at most this many of a playlist's last tracks.
     pub max_history: u32,
+    /// Each LSTM layer whose input is as wide as its output adds its input to
+    /// its output (a skip connection), so the last track's own embedding
+    /// reaches the output directly instead of only through the gates.
+    #[serde(default)]
+    pub residual: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -266,6 +271,7 @@ mod tests {
             hidden_dim: 64,
             lstm_layers: 2,
             max_history: 50,
+            residual: false,
         }
     }
 

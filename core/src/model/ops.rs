@@ -41,7 +41,12 @@ pub fn run_layers(
         x = if layer == 0 {
             Tensor::embedding(weight(weights, "embedding.weight"), &x, -1, false, false)
         } else {
-            lstm(config, weights, layer - 1, &x, dropout.is_some())
+            let output = lstm(config, weights, layer - 1, &x, dropout.is_some());
+            if config.residual && x.size()[2] == output.size()[2] {
+                output + &x
+            } else {
+                output
+            }
         };
         if let Some(p) = dropout {
             x = x.dropout(p, true);
