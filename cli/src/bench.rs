@@ -89,8 +89,14 @@ fn memory() -> (u64, u64) {
 fn memory_probe(args: MemoryProbeArgs) -> Result<()> {
     let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)); // libtorch's own start-up, measured as the baseline
     let (before, _) = memory();
-    match (&args.model, &args.slices, &args.part) {
-        (Some(dir), _, _) => drop(Model::load(dir)?),
+    // Measured while the loaded part is still alive: that is what a node holds.
+    let measured_holding = |part| {
+        let measured = memory();
+        drop(part);
+        measured
+    };
+    let (rss, peak) = match (&args.model, &args.slices, &args.part) {
+        (Some(dir), _, _) => measured_holding(Box::new(Model::load(dir)?) as Box<dyn std::any::Any>),
         (None, Some(dir), Some(part)) => {
             let set = SliceSet::open(dir, None)?;
             let (kind, index) = part
@@ -98,15 +104,14 @@ fn memory_probe(args: MemoryProbeArgs) -> Result<()> {
                 .context("--part is stage-K or shard-S")?;
             let index: u32 = index.parse().context("--part is stage-K or shard-S")?;
             match kind {
-                "stage" => drop(set.load_stage(index)?),
-                "shard" => drop(set.load_shard(index)?),
+                "stage" => measured_holding(Box::new(set.load_stage(index)?)),
+                "shard" => measured_holding(Box::new(set.load_shard(index)?)),
                 _ => anyhow::bail!("--part is stage-K or shard-S"),
             }
         }
-        (None, None, None) => {}
+        (None, None, None) => memory(),
         _ => anyhow::bail!("give --model, or --slices with --part, or neither for the baseline"),
-    }
-    let (rss, peak) = memory();
+    };
     println!(
         "{}",
         serde_json::json!({ "baseline": before, "rss": rss, "peak": peak })
@@ -153,6 +158,8 @@ fn bench_model(args: ModelBenchArgs) -> Result<()> {
                 hidden_dim: args.dim,
                 lstm_layers: args.lstm_layers,
                 max_history: 50,
+                // The default architecture, skip connections included.
+                residual: true,
             };
             let m = Model::random(config, 1)?;
             let dir = scratch.join("model");
