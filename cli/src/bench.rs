@@ -96,7 +96,9 @@ fn memory_probe(args: MemoryProbeArgs) -> Result<()> {
         measured
     };
     let (rss, peak) = match (&args.model, &args.slices, &args.part) {
-        (Some(dir), _, _) => measured_holding(Box::new(Model::load(dir)?) as Box<dyn std::any::Any>),
+        (Some(dir), _, _) => {
+            measured_holding(Box::new(Model::load(dir)?) as Box<dyn std::any::Any>)
+        }
         (None, Some(dir), Some(part)) => {
             let set = SliceSet::open(dir, None)?;
             let (kind, index) = part
