@@ -4,11 +4,11 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use setlist_core::artifact::Model;
-use setlist_core::model::ModelConfig;
 use setlist_core::model::ops::RowQuery;
 use setlist_core::pipeline;
 use setlist_core::plan::PartitionPlan;
 use setlist_core::slice::{self, Part, SliceSet};
+use setlist_core::train::ModelShape;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -86,19 +86,32 @@ fn memory() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// A random-weight model of the default architecture (skip connections
+/// included) with these sizes, saved to `dir` so it can be sliced.
+pub fn saved_random_model(songs: u32, dim: u32, lstm_layers: u32, dir: &Path) -> Result<Model> {
+    let shape = ModelShape {
+        embedding_dim: dim,
+        hidden_dim: dim,
+        lstm_layers,
+        ..ModelShape::default()
+    };
+    let m = Model::random(shape.config(songs), 1)?;
+    let manifest = Model::save(dir, &m.config, &m.weights, &m.catalogue, &m.training)?;
+    Ok(Model { manifest, ..m })
+}
+
+/// Memory measured while `part` is still alive: what a node holding it needs.
+fn memory_holding<T>(part: T) -> (u64, u64) {
+    let measured = memory();
+    drop(part);
+    measured
+}
+
 fn memory_probe(args: MemoryProbeArgs) -> Result<()> {
     let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)); // libtorch's own start-up, measured as the baseline
     let (before, _) = memory();
-    // Measured while the loaded part is still alive: that is what a node holds.
-    let measured_holding = |part| {
-        let measured = memory();
-        drop(part);
-        measured
-    };
     let (rss, peak) = match (&args.model, &args.slices, &args.part) {
-        (Some(dir), _, _) => {
-            measured_holding(Box::new(Model::load(dir)?) as Box<dyn std::any::Any>)
-        }
+        (Some(dir), _, _) => memory_holding(Model::load(dir)?),
         (None, Some(dir), Some(part)) => {
             let set = SliceSet::open(dir, None)?;
             let (kind, index) = part
@@ -106,8 +119,8 @@ fn memory_probe(args: MemoryProbeArgs) -> Result<()> {
                 .context("--part is stage-K or shard-S")?;
             let index: u32 = index.parse().context("--part is stage-K or shard-S")?;
             match kind {
-                "stage" => measured_holding(Box::new(set.load_stage(index)?)),
-                "shard" => measured_holding(Box::new(set.load_shard(index)?)),
+                "stage" => memory_holding(set.load_stage(index)?),
+                "shard" => memory_holding(set.load_shard(index)?),
                 _ => anyhow::bail!("--part is stage-K or shard-S"),
             }
         }
@@ -154,19 +167,9 @@ fn bench_model(args: ModelBenchArgs) -> Result<()> {
                 "building a random-weight model of {songs} songs × {} dims…",
                 args.dim
             );
-            let config = ModelConfig {
-                catalogue_size: songs,
-                embedding_dim: args.dim,
-                hidden_dim: args.dim,
-                lstm_layers: args.lstm_layers,
-                max_history: 50,
-                // The default architecture, skip connections included.
-                residual: true,
-            };
-            let m = Model::random(config, 1)?;
             let dir = scratch.join("model");
-            let manifest = Model::save(&dir, &m.config, &m.weights, &m.catalogue, &m.training)?;
-            (Model { manifest, ..m }, dir)
+            let model = saved_random_model(songs, args.dim, args.lstm_layers, &dir)?;
+            (model, dir)
         }
         (None, None) => anyhow::bail!("give --model DIR or --random SONGS"),
     };

@@ -16,7 +16,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use setlist_core::artifact::Model;
 use setlist_core::kafka::{KafkaSettings, Role};
-use setlist_core::model::ModelConfig;
 use setlist_core::model::ops::RowQuery;
 use setlist_core::pipeline::{random_histories, track_ids};
 use setlist_core::plan::PartitionPlan;
@@ -321,27 +320,12 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
 fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
     let model = match &args.model {
         Some(dir) => Model::load(dir)?,
-        None => {
-            let config = ModelConfig {
-                catalogue_size: args.songs,
-                embedding_dim: args.dim,
-                hidden_dim: args.dim,
-                lstm_layers: args.lstm_layers,
-                max_history: 50,
-                // The default architecture, skip connections included.
-                residual: true,
-            };
-            let random = Model::random(config, 1)?;
-            let dir = work.join("model");
-            let manifest = Model::save(
-                &dir,
-                &random.config,
-                &random.weights,
-                &random.catalogue,
-                &random.training,
-            )?;
-            Model { manifest, ..random }
-        }
+        None => crate::bench::saved_random_model(
+            args.songs,
+            args.dim,
+            args.lstm_layers,
+            &work.join("model"),
+        )?,
     };
     let c = &model.config;
     // Full-length histories (shorter random ones repeated): the size the model is built for.

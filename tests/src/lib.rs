@@ -58,6 +58,24 @@ pub fn datasets() -> PathBuf {
     dir
 }
 
+/// Runs `setlist evaluate --json` on a model and its data set; returns the
+/// printed table and the metrics, one JSON object per ranker in order.
+pub fn evaluate(model: &Path, data: &Path) -> (String, Vec<serde_json::Value>) {
+    let json = model.with_extension("eval.json");
+    let table = setlist_ok(&[
+        "evaluate",
+        "--model",
+        path_str(model),
+        "--data",
+        path_str(data),
+        "--json",
+        path_str(&json),
+    ]);
+    let text = std::fs::read_to_string(&json).expect("evaluate wrote its --json file");
+    let metrics = serde_json::from_str(&text).expect("evaluate's --json file is a JSON array");
+    (table, metrics)
+}
+
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }

@@ -3,7 +3,7 @@
 //! and with its slices.
 
 use serde_json::Value;
-use setlist_tests::{path_str, setlist, setlist_ok};
+use setlist_tests::{evaluate, path_str, setlist, setlist_ok};
 use std::fs;
 
 fn lines(path: &std::path::Path) -> Vec<Value> {
@@ -64,18 +64,8 @@ fn generate_train_slice_and_recommend() {
         );
     }
 
-    let report = setlist_ok(&[
-        "evaluate",
-        "--model",
-        path_str(&p("model")),
-        "--data",
-        path_str(&p("data")),
-        "--json",
-        path_str(&p("eval.json")),
-    ]);
+    let (report, metrics) = evaluate(&p("model"), &p("data"));
     assert!(report.contains("| lstm model |"), "{report}");
-    let metrics: Vec<Value> =
-        serde_json::from_str(&fs::read_to_string(p("eval.json")).unwrap()).unwrap();
     let names: Vec<&str> = metrics
         .iter()
         .map(|m| m["ranker"].as_str().unwrap())

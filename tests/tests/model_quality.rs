@@ -2,9 +2,7 @@
 //! default `setlist train` on mpd-dev, beats session-kNN on HitRate@20 and
 //! the first-order Markov chain on MRR@20, on the same held-out playlists.
 
-use serde_json::Value;
-use setlist_tests::{datasets, path_str, setlist_ok};
-use std::fs;
+use setlist_tests::{datasets, evaluate, path_str, setlist_ok};
 
 #[test]
 fn real_data_mpd_default_model_beats_the_baselines() {
@@ -25,18 +23,8 @@ fn real_data_mpd_default_model_beats_the_baselines() {
         "--out",
         path_str(&p("model")),
     ]);
-    let table = setlist_ok(&[
-        "evaluate",
-        "--model",
-        path_str(&p("model")),
-        "--data",
-        path_str(&p("data")),
-        "--json",
-        path_str(&p("eval.json")),
-    ]);
+    let (table, metrics) = evaluate(&p("model"), &p("data"));
     eprintln!("{table}");
-    let metrics: Vec<Value> =
-        serde_json::from_str(&fs::read_to_string(p("eval.json")).unwrap()).unwrap();
     let get = |ranker: &str, field: &str| {
         metrics
             .iter()
