@@ -88,23 +88,47 @@ pub struct Up {
     _cache: tempfile::TempDir,
 }
 
-/// `count` consecutive free TCP ports on loopback.
+/// `count` consecutive free TCP ports on loopback, below the kernel's
+/// ephemeral range. Ports the OS hands out (bind to port 0) lie inside that
+/// range, where the Kafka clients of the processes under test also take the
+/// local ports of their outgoing connections: one of them could take a port
+/// between this check and the bind of the node it was meant for.
 pub fn free_ports(count: u16) -> u16 {
     use std::net::TcpListener;
-    for _ in 0..200 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 65535 - count {
-            continue;
-        }
+    const LOWEST: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = u32::from(ephemeral_start.saturating_sub(LOWEST + count).max(1));
+    // Spread concurrent test processes over the range instead of letting them race for one base.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
+    for attempt in 0..200u32 {
+        let base = LOWEST + (seed.wrapping_add(attempt.wrapping_mul(7_919)) % span) as u16;
         if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
     panic!("no {count} consecutive free ports on loopback");
+}
+
+/// The last lines of every log in `dir`, for a failure message.
+fn log_tails(dir: &Path) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return format!("(no logs in {})", dir.display());
+    };
+    let mut tails = Vec::new();
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        tails.push(format!("== {}\n{tail}", entry.path().display()));
+    }
+    tails.sort();
+    tails.join("\n")
 }
 
 impl Up {
@@ -131,7 +155,8 @@ impl Up {
             .unwrap();
         assert!(
             !line.is_empty(),
-            "setlist up exited before it was ready (its stderr is above)"
+            "setlist up exited before it was ready (its stderr is above); its processes' logs, which go with its temporary folder:\n{}",
+            log_tails(&cache.path().join("up/logs"))
         );
         let info = serde_json::from_str(&line).expect("setlist up --json prints one JSON line");
         Up {
