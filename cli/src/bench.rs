@@ -304,10 +304,3 @@ pub fn machine() -> String {
         tch::get_num_threads()
     )
 }
-
-/// A free TCP port on loopback.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}

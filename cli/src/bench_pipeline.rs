@@ -383,9 +383,11 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             ] {
                 mock.create_topic(&t, 1, 1)?;
             }
+            let count = (plan.stages.len() + plan.output_shards.len()) as u16;
+            let base = setlist_core::ports::free_loopback_ports(count)
+                .context("no free ports on loopback for the nodes")?;
             let mut nodes = Vec::new();
-            for part in slice::parts(&plan) {
-                let port = crate::bench::free_port()?;
+            for (port, part) in (base..).zip(slice::parts(&plan)) {
                 let name = format!("{cluster}-{part}");
                 let command = vec![
                     node_bin.display().to_string(),

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod ports;
 pub mod progress;
 pub mod query;
 pub mod slice;
