@@ -12,7 +12,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::model::ops::RowQuery;
-use setlist_core::pipeline::{concat, from_activations, take_rows, to_activations};
+use setlist_core::pipeline::{concat, from_activations, split_rows, take_rows, to_activations};
 use setlist_core::slice::{ShardSlice, StageSlice};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::{Consumer as TopicConsumer, Topics};
@@ -88,14 +88,20 @@ struct InFlight {
 /// enough to keep the pipeline full, few enough to redo quickly on a crash.
 const MAX_IN_FLIGHT: usize = 32;
 
-/// One consumed message.
+/// One consumed message, checked against this node as it arrives.
 struct Received {
     topic: String,
     partition: i32,
     offset: i64,
     received_us: u64,
+    checked: Result<(Frame, Activations), Refused>,
+}
+
+/// A message this node will not compute, and its bytes for the dead-letter
+/// topic (only refused messages keep their bytes: activations are large).
+struct Refused {
+    rejection: Rejection,
     payload: Vec<u8>,
-    frame: Result<Frame, WireError>,
 }
 
 /// Why a frame could not be used; the label of the dead-letter counter.
@@ -246,16 +252,20 @@ impl Worker {
             };
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
-                    let payload = message.payload().unwrap_or_default().to_vec();
-                    let frame = Frame::decode(&payload);
-                    rows += frame.as_ref().map_or(1, |f| f.rows.len());
+                    let payload = message.payload().unwrap_or_default();
+                    let checked =
+                        self.accept(Frame::decode(payload))
+                            .map_err(|rejection| Refused {
+                                rejection,
+                                payload: payload.to_vec(),
+                            });
+                    rows += checked.as_ref().map_or(1, |(f, _)| f.rows.len());
                     batch.push(Received {
                         topic: message.topic().to_string(),
                         partition: message.partition(),
                         offset: message.offset(),
                         received_us: now_unix_us(),
-                        payload,
-                        frame,
+                        checked,
                     });
                     until.get_or_insert_with(|| {
                         Instant::now() + Duration::from_millis(self.config.max_wait_ms)
@@ -277,40 +287,6 @@ impl Worker {
     fn process(&mut self, batch: Vec<Received>) -> Result<()> {
         self.metrics.frames_in.inc_by(batch.len() as u64);
         let now_ms = now_unix_us() / 1000;
-        let mut accepted = Vec::new();
-        let mut rejected = Vec::new();
-        for (index, received) in batch.iter().enumerate() {
-            match self.accept(&received.frame) {
-                Err(rejection) => rejected.push((index, rejection)),
-                Ok((frame, activations)) => {
-                    let alive: Vec<usize> = (0..frame.rows.len())
-                        .filter(|&r| frame.rows[r].deadline_unix_ms >= now_ms)
-                        .collect();
-                    let expired = frame.rows.len() - alive.len();
-                    if expired > 0 {
-                        self.metrics
-                            .dropped_rows
-                            .with_label_values(&["deadline_expired"])
-                            .inc_by(expired as u64);
-                    }
-                    if alive.is_empty() {
-                        continue;
-                    }
-                    let activations = if expired > 0 {
-                        take_rows(&activations, &alive)
-                    } else {
-                        activations
-                    };
-                    let mut frame = frame;
-                    frame.rows = alive.iter().map(|&r| frame.rows[r].clone()).collect();
-                    accepted.push(Accepted {
-                        frame,
-                        activations,
-                        received_us: received.received_us,
-                    });
-                }
-            }
-        }
         let batch_number = self.next_batch;
         self.next_batch += 1;
         let mut in_flight = InFlight {
@@ -323,11 +299,42 @@ impl Worker {
                 .collect(),
             started: Instant::now(),
         };
-        for (index, rejection) in &rejected {
-            self.dead_letter(&batch[*index], rejection, &mut in_flight);
+        let mut accepted = Vec::new();
+        for received in batch {
+            let (mut frame, activations) = match received.checked {
+                Ok(checked) => checked,
+                Err(ref refused) => {
+                    self.dead_letter(&received, refused, &mut in_flight);
+                    continue;
+                }
+            };
+            let alive: Vec<usize> = (0..frame.rows.len())
+                .filter(|&r| frame.rows[r].deadline_unix_ms >= now_ms)
+                .collect();
+            let expired = frame.rows.len() - alive.len();
+            if expired > 0 {
+                self.metrics
+                    .dropped_rows
+                    .with_label_values(&["deadline_expired"])
+                    .inc_by(expired as u64);
+            }
+            if alive.is_empty() {
+                continue;
+            }
+            let activations = if expired > 0 {
+                frame.rows = alive.iter().map(|&r| frame.rows[r].clone()).collect();
+                take_rows(&activations, &alive)
+            } else {
+                activations
+            };
+            accepted.push(Accepted {
+                frame,
+                activations,
+                received_us: received.received_us,
+            });
         }
         if !accepted.is_empty() {
-            let outputs = self.compute(&accepted);
+            let outputs = self.compute(accepted);
             self.produce(outputs, &mut in_flight)?;
         }
         self.in_flight.push_back(in_flight);
@@ -395,14 +402,9 @@ impl Worker {
 
     /// Checks a frame against this node: decodable, same model version,
     /// addressed to this part, and of the shape this part reads.
-    fn accept(
-        &self,
-        decoded: &Result<Frame, WireError>,
-    ) -> Result<(Frame, Activations), Rejection> {
+    fn accept(&self, decoded: Result<Frame, WireError>) -> Result<(Frame, Activations), Rejection> {
         let reject = |reason, detail: String| Rejection { reason, detail };
-        let mut frame = decoded
-            .clone()
-            .map_err(|e| reject("undecodable", e.to_string()))?;
+        let mut frame = decoded.map_err(|e| reject("undecodable", e.to_string()))?;
         if frame.model_version != self.model_version {
             return Err(reject(
                 "wrong_model_version",
@@ -474,7 +476,8 @@ impl Worker {
         Ok((frame, activations))
     }
 
-    fn dead_letter(&self, received: &Received, rejection: &Rejection, in_flight: &mut InFlight) {
+    fn dead_letter(&self, received: &Received, refused: &Refused, in_flight: &mut InFlight) {
+        let rejection = &refused.rejection;
         tracing::warn!(reason = rejection.reason, detail = %rejection.detail, partition = received.partition, offset = received.offset, "dead-lettering a frame");
         self.metrics
             .dead_letters
@@ -499,39 +502,38 @@ impl Worker {
         let topic = self.topics.dead_letter();
         self.send(
             BaseRecord::with_opaque_to(&topic, in_flight.batch)
-                .payload(received.payload.as_slice())
+                .payload(refused.payload.as_slice())
                 .headers(headers),
             in_flight,
         );
     }
 
     /// One forward pass for every accepted frame; one output frame per input.
-    fn compute(&self, accepted: &[Accepted]) -> Vec<(Frame, Option<i32>)> {
+    fn compute(&self, accepted: Vec<Accepted>) -> Vec<(Frame, Option<i32>)> {
         let started = Instant::now();
         let started_us = now_unix_us();
-        let parts: Vec<Activations> = accepted.iter().map(|a| a.activations.clone()).collect();
-        let combined = concat(&parts).expect("accepted frames share this node's input shape");
-        let rows: usize = accepted.iter().map(|a| a.frame.rows.len()).sum();
-        self.metrics.batch_rows.observe(rows as f64);
-        let mut offsets = vec![0usize];
-        for a in accepted {
-            offsets.push(offsets[offsets.len() - 1] + a.frame.rows.len());
-        }
+        let row_counts: Vec<usize> = accepted.iter().map(|a| a.frame.rows.len()).collect();
+        let (inputs, parts): (Vec<(Frame, u64)>, Vec<Activations>) = accepted
+            .into_iter()
+            .map(|a| ((a.frame, a.received_us), a.activations))
+            .unzip();
+        let combined = concat(parts).expect("accepted frames share this node's input shape");
+        self.metrics
+            .batch_rows
+            .observe(row_counts.iter().sum::<usize>() as f64);
         let bodies: Vec<Body> = match &self.slice {
             Slice::Stage(stage) => {
                 let (input, lengths) = from_activations(&combined, false);
                 let output = stage.forward(&input, &lengths);
                 let output = to_activations(&output, &lengths, self.config.half_precision);
-                offsets
-                    .windows(2)
-                    .map(|w| {
-                        Body::Activations(take_rows(&output, &(w[0]..w[1]).collect::<Vec<_>>()))
-                    })
+                split_rows(output, &row_counts)
+                    .into_iter()
+                    .map(Body::Activations)
                     .collect()
             }
             Slice::Shard(shard) => {
                 let (hidden, _) = from_activations(&combined, true);
-                let metas: Vec<_> = accepted.iter().flat_map(|a| a.frame.rows.iter()).collect();
+                let metas: Vec<_> = inputs.iter().flat_map(|(f, _)| f.rows.iter()).collect();
                 let queries: Vec<RowQuery> = metas
                     .iter()
                     .map(|m| RowQuery {
@@ -540,9 +542,9 @@ impl Worker {
                     })
                     .collect();
                 let mut lists = shard.top_k(&hidden, &queries).into_iter();
-                offsets
-                    .windows(2)
-                    .map(|w| Body::TopK(lists.by_ref().take(w[1] - w[0]).collect()))
+                row_counts
+                    .iter()
+                    .map(|&count| Body::TopK(lists.by_ref().take(count).collect()))
                     .collect()
             }
         };
@@ -552,13 +554,13 @@ impl Worker {
             Slice::Stage(s) => (s.plan.index, s.plan.index + 1),
             Slice::Shard(s) => (self.stages + s.plan.index, s.plan.index),
         };
-        accepted
-            .iter()
+        inputs
+            .into_iter()
             .zip(bodies)
-            .map(|(a, body)| {
-                let queue_us = started_us.saturating_sub(a.received_us);
+            .map(|((frame, received_us), body)| {
+                let queue_us = started_us.saturating_sub(received_us);
                 self.metrics.queue_wait.observe(queue_us as f64 / 1e6);
-                let mut hops = a.frame.hops.clone();
+                let mut hops = frame.hops;
                 hops.push(Hop {
                     stage: hop_stage as u16,
                     queue_us: queue_us.min(u32::MAX as u64) as u32,
@@ -566,17 +568,14 @@ impl Worker {
                     sent_unix_us: now_unix_us(),
                 });
                 let reply_partition =
-                    matches!(self.slice, Slice::Shard(_)).then_some(a.frame.reply_to as i32);
-                let frame = Frame {
-                    model_version: a.frame.model_version.clone(),
+                    matches!(self.slice, Slice::Shard(_)).then_some(frame.reply_to as i32);
+                let next = Frame {
                     stage: next_stage as u16,
-                    reply_to: a.frame.reply_to,
-                    trace_context: a.frame.trace_context.clone(),
                     hops,
-                    rows: a.frame.rows.clone(),
                     body,
+                    ..frame
                 };
-                (frame, reply_partition)
+                (next, reply_partition)
             })
             .collect()
     }

@@ -158,59 +158,60 @@ pub fn take_rows(activations: &Activations, rows: &[usize]) -> Activations {
 }
 
 /// Several frames' batches as one, so a node runs them in one forward pass;
-/// f16 parts are widened when mixed with f32 ones. `None` when the parts
-/// differ in `dim` or mix track ids with activations (callers check each
-/// frame's shape first, so this is a bug guard, not a user error).
-pub fn concat(parts: &[Activations]) -> Option<Activations> {
+/// f16 parts are widened when mixed with f32 ones. A single part is returned
+/// as it is, without a copy. `None` when the parts differ in `dim` or mix
+/// track ids with activations (callers check each frame's shape first, so
+/// this is a bug guard, not a user error).
+pub fn concat(mut parts: Vec<Activations>) -> Option<Activations> {
     let dim = parts.first().map_or(1, |p| p.dim);
-    if parts.iter().any(|p| p.dim != dim) {
+    let is_ids = |p: &Activations| matches!(p.values, Values::TrackIds(_));
+    let ids = parts.iter().all(is_ids);
+    if parts.iter().any(|p| p.dim != dim) || (!ids && parts.iter().any(is_ids)) {
         return None;
+    }
+    if parts.len() == 1 {
+        return parts.pop();
     }
     let lengths = parts
         .iter()
         .flat_map(|p| p.lengths.iter().copied())
         .collect();
-    let ids: Option<Vec<&[u32]>> = parts
-        .iter()
-        .map(|p| match &p.values {
-            Values::TrackIds(v) => Some(v.as_slice()),
-            _ => None,
-        })
-        .collect();
-    let halves: Option<Vec<&[half::f16]>> = parts
-        .iter()
-        .map(|p| match &p.values {
-            Values::F16(v) => Some(v.as_slice()),
-            _ => None,
-        })
-        .collect();
-    let values = if let Some(ids) = ids {
-        Values::TrackIds(ids.concat())
-    } else if parts
-        .iter()
-        .any(|p| matches!(p.values, Values::TrackIds(_)))
-    {
-        return None;
-    } else if let Some(halves) = halves {
-        Values::F16(halves.concat())
-    } else {
-        let widened: Vec<Activations> = parts.iter().map(Activations::to_f32).collect();
-        Values::F32(
-            widened
-                .iter()
-                .flat_map(|p| match &p.values {
-                    Values::F32(v) => v.as_slice(),
-                    _ => &[],
-                })
-                .copied()
-                .collect(),
-        )
+    let halves = parts.iter().all(|p| matches!(p.values, Values::F16(_)));
+    let mut values = match (ids, halves) {
+        (true, _) => Values::TrackIds(Vec::new()),
+        (false, true) => Values::F16(Vec::new()),
+        (false, false) => Values::F32(Vec::new()),
     };
+    for part in parts {
+        match (&mut values, part.values) {
+            (Values::TrackIds(all), Values::TrackIds(v)) => all.extend(v),
+            (Values::F16(all), Values::F16(v)) => all.extend(v),
+            (Values::F32(all), Values::F32(v)) => all.extend(v),
+            (Values::F32(all), Values::F16(v)) => all.extend(v.iter().map(|x| x.to_f32())),
+            _ => return None,
+        }
+    }
     Some(Activations {
         dim,
         lengths,
         values,
     })
+}
+
+/// A combined batch cut back into consecutive pieces of `rows` rows each
+/// (one per input frame); a single piece is the batch itself, not a copy.
+pub fn split_rows(activations: Activations, rows: &[usize]) -> Vec<Activations> {
+    if rows.len() == 1 {
+        return vec![activations];
+    }
+    let mut first = 0;
+    rows.iter()
+        .map(|&count| {
+            let piece = take_rows(&activations, &(first..first + count).collect::<Vec<_>>());
+            first += count;
+            piece
+        })
+        .collect()
 }
 
 /// All slices of a model in one process. Every hand-off between stages, and
@@ -456,7 +457,7 @@ mod tests {
 
     #[test]
     fn concat_joins_batches_and_refuses_mixed_kinds() {
-        let joined = concat(&[floats(&[1], 2, 0.0), floats(&[2], 2, 10.0).to_f16()]).unwrap();
+        let joined = concat(vec![floats(&[1], 2, 0.0), floats(&[2], 2, 10.0).to_f16()]).unwrap();
         assert_eq!(joined.lengths, vec![1, 2]);
         assert_eq!(
             joined.values,
@@ -468,11 +469,27 @@ mod tests {
             values: Values::TrackIds(vec![4, 5]),
         };
         assert_eq!(
-            concat(&[ids.clone(), ids.clone()]).unwrap().values,
+            concat(vec![ids.clone(), ids.clone()]).unwrap().values,
             Values::TrackIds(vec![4, 5, 4, 5])
         );
-        assert!(concat(&[ids, floats(&[1], 1, 0.0)]).is_none());
-        assert!(concat(&[floats(&[1], 1, 0.0), floats(&[1], 2, 0.0)]).is_none());
+        let halves = concat(vec![
+            floats(&[1], 1, 0.0).to_f16(),
+            floats(&[1], 1, 1.0).to_f16(),
+        ]);
+        assert_eq!(halves.unwrap(), floats(&[1, 1], 1, 0.0).to_f16());
+        assert_eq!(concat(vec![ids.clone()]).unwrap(), ids);
+        assert!(concat(vec![ids.clone(), floats(&[1], 1, 0.0)]).is_none());
+        assert!(concat(vec![floats(&[1], 1, 0.0), ids]).is_none());
+        assert!(concat(vec![floats(&[1], 1, 0.0), floats(&[1], 2, 0.0)]).is_none());
+    }
+
+    #[test]
+    fn split_rows_undoes_concat() {
+        let parts = vec![floats(&[1, 3], 2, 0.0), floats(&[2], 2, 50.0)];
+        let joined = concat(parts.clone()).unwrap();
+        assert_eq!(split_rows(joined, &[2, 1]), parts);
+        let one = floats(&[2, 2], 3, 0.0);
+        assert_eq!(split_rows(one.clone(), &[2]), vec![one]);
     }
 
     #[test]
@@ -486,5 +503,16 @@ mod tests {
         let (t, lengths) = from_activations(&seq, false);
         assert_eq!(t.size(), vec![2, 2, 3]);
         assert_eq!(to_activations(&t, &lengths, false), seq);
+        // Rows of one length need no padding.
+        let full = floats(&[2, 2], 3, 0.0);
+        let (t, lengths) = from_activations(&full, false);
+        assert_eq!(t.size(), vec![2, 2, 3]);
+        assert_eq!(to_activations(&t, &lengths, false), full);
+        let ids = track_ids(&[&[1, 2], &[7, 8]], 5);
+        let (t, _) = from_activations(&ids, false);
+        assert_eq!(
+            Vec::<i64>::try_from(t.view([-1])).unwrap(),
+            vec![1, 2, 7, 8]
+        );
     }
 }
