@@ -88,33 +88,6 @@ pub struct Up {
     _cache: tempfile::TempDir,
 }
 
-/// `count` consecutive free TCP ports on loopback, below the kernel's
-/// ephemeral range. Ports the OS hands out (bind to port 0) lie inside that
-/// range, where the Kafka clients of the processes under test also take the
-/// local ports of their outgoing connections: one of them could take a port
-/// between this check and the bind of the node it was meant for.
-pub fn free_ports(count: u16) -> u16 {
-    use std::net::TcpListener;
-    const LOWEST: u16 = 10_000;
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let span = u32::from(ephemeral_start.saturating_sub(LOWEST + count).max(1));
-    // Spread concurrent test processes over the range instead of letting them race for one base.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let seed = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
-    for attempt in 0..200u32 {
-        let base = LOWEST + (seed.wrapping_add(attempt.wrapping_mul(7_919)) % span) as u16;
-        if (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports on loopback");
-}
-
 /// The last lines of every log in `dir`, for a failure message.
 fn log_tails(dir: &Path) -> String {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -136,7 +109,8 @@ impl Up {
     pub fn start(model: &Path, args: &[&str]) -> Up {
         use std::io::BufRead;
         let cache = tempfile::tempdir().unwrap();
-        let ports = free_ports(24);
+        let ports =
+            setlist_core::ports::free_loopback_ports(24).expect("24 free ports on loopback");
         let mut command = Command::new(binary("setlist"));
         command
             .args(["up", "--json", "--model", path_str(model)])
@@ -194,6 +168,87 @@ impl Drop for Up {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tansu broker binary: `SETLIST_TANSU`, else where
+/// `scripts/install-tansu.sh` puts it. A test that needs it fails, with
+/// instructions, where it is missing; `./setlist test` installs it first.
+pub fn tansu_binary() -> PathBuf {
+    let path = std::env::var_os("SETLIST_TANSU")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/setlist/tansu-0.6.0/bin/tansu"))
+        })
+        .expect("neither SETLIST_TANSU nor HOME is set");
+    assert!(
+        path.exists(),
+        "the tansu broker is not at {}: run scripts/install-tansu.sh (which `./setlist test` runs) or set SETLIST_TANSU",
+        path.display()
+    );
+    path
+}
+
+/// A tansu broker (a Kafka implementation independent of librdkafka's mock
+/// cluster) on a free loopback port, storing in SQLite in a temporary
+/// folder; killed when dropped.
+pub struct Tansu {
+    child: std::process::Child,
+    pub bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        use rdkafka::producer::{BaseProducer, Producer};
+        let dir = tempfile::tempdir().unwrap();
+        let port = setlist_core::ports::free_loopback_ports(1).expect("a free port on loopback");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(tansu_binary())
+            .arg("broker")
+            .arg(format!("--listener-url={url}"))
+            .arg(format!("--advertised-listener-url={url}"))
+            // tansu puts its SQLite file under its working directory.
+            .arg("--storage-engine=sqlite:///tansu.db")
+            .current_dir(dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts");
+        let mut tansu = Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        // Ready when it answers a metadata request over the Kafka protocol.
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &tansu.bootstrap)
+            .create()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while producer
+            .client()
+            .fetch_metadata(None, std::time::Duration::from_secs(1))
+            .is_err()
+        {
+            let exited = tansu.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && started.elapsed() < std::time::Duration::from_secs(60),
+                "tansu did not answer on {} within 60 s ({exited:?}); its log:\n{}",
+                tansu.bootstrap,
+                std::fs::read_to_string(tansu._dir.path().join("tansu.log")).unwrap_or_default()
+            );
+        }
+        tansu
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

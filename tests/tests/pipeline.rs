@@ -1,6 +1,7 @@
 //! The partitioned pipeline across real processes: `setlist up` with the
 //! embedded Kafka broker (librdkafka's mock cluster, the real protocol on
-//! loopback), three stages and two output shards.
+//! loopback), three stages and two output shards; and the same pipeline on a
+//! second broker implementation, tansu.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -9,8 +10,9 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use setlist_core::topics::Topics;
 use setlist_core::wire::{Activations, Body, Frame, RowMeta, Values};
-use setlist_tests::{Up, get_text, metric, path_str, post, setlist_ok, small_model};
+use setlist_tests::{Tansu, Up, get_text, metric, path_str, post, setlist_ok, small_model};
 use std::fs;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn catalogue_ids(model: &std::path::Path) -> Vec<String> {
@@ -46,40 +48,38 @@ fn tracks(answer: &Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_pipeline_answers_like_the_whole_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = small_model(dir.path());
-    let up = Up::start(&model, &[]);
-    let url = up.dispatcher();
-    let ids = catalogue_ids(&model);
-    let playlists = playlists(&ids, 16);
-
+/// `setlist recommend` on the whole model: one answer per playlist, top-10.
+fn whole_model_answers(model: &Path, dir: &Path, playlists: &[Vec<String>]) -> Vec<Value> {
     let lines: Vec<String> = playlists
         .iter()
         .enumerate()
         .map(|(i, p)| json!({"id": i.to_string(), "tracks": p}).to_string())
         .collect();
-    fs::write(dir.path().join("queries.jsonl"), lines.join("\n")).unwrap();
-    let out = dir.path().join("answers.jsonl");
+    let queries = dir.join("queries.jsonl");
+    fs::write(&queries, lines.join("\n")).unwrap();
+    let out = dir.join("answers.jsonl");
     setlist_ok(&[
         "recommend",
         "--model",
-        path_str(&model),
+        path_str(model),
         "--input",
-        path_str(&dir.path().join("queries.jsonl")),
+        path_str(&queries),
         "--k",
         "10",
         "--output",
         path_str(&out),
     ]);
-    let batch: Vec<Value> = fs::read_to_string(&out)
+    fs::read_to_string(&out)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
 
-    for (playlist, expected) in playlists.iter().zip(&batch) {
+/// Every playlist through the dispatcher gets the whole model's top-10, with
+/// the same scores, and a timing for every hop of 3 stages and 2 shards.
+fn assert_the_pipeline_answers_like(url: &str, playlists: &[Vec<String>], expected: &[Value]) {
+    for (playlist, expected) in playlists.iter().zip(expected) {
         let (status, answer) = post(
             &format!("{url}/v1/recommendations"),
             &json!({"tracks": playlist, "k": 10, "deadline_ms": 20000}),
@@ -111,6 +111,18 @@ fn the_pipeline_answers_like_the_whole_model() {
             "every hop is timed"
         );
     }
+}
+
+#[test]
+fn the_pipeline_answers_like_the_whole_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let up = Up::start(&model, &[]);
+    let url = up.dispatcher();
+    let ids = catalogue_ids(&model);
+    let playlists = playlists(&ids, 16);
+    let batch = whole_model_answers(&model, dir.path(), &playlists);
+    assert_the_pipeline_answers_like(&url, &playlists, &batch);
 
     // The same request again comes from the cache, with the same answer.
     let (_, again) = post(
@@ -186,11 +198,49 @@ fn the_pipeline_answers_like_the_whole_model() {
     );
 }
 
+/// The same pipeline on a second, independent Kafka implementation (tansu,
+/// with its SQLite storage): topics made through the admin API, consumer
+/// groups run by a real group coordinator, and the same answers.
 #[test]
-fn malformed_frames_go_to_dead_letter_and_the_node_keeps_serving() {
+fn the_pipeline_answers_like_the_whole_model_on_tansu() {
     let dir = tempfile::tempdir().unwrap();
     let model = small_model(dir.path());
-    let up = Up::start(&model, &[]);
+    let tansu = Tansu::start();
+    let up = Up::start(&model, &["--kafka", &tansu.bootstrap]);
+    assert_eq!(up.info["kafka"], tansu.bootstrap.as_str());
+    let ids = catalogue_ids(&model);
+    let playlists = playlists(&ids, 8);
+    let batch = whole_model_answers(&model, dir.path(), &playlists);
+    assert_the_pipeline_answers_like(&up.dispatcher(), &playlists, &batch);
+
+    let (status, job) = post(
+        &format!("{}/v1/jobs", up.dispatcher()),
+        &json!({"tracks": playlists[2], "k": 10}),
+    );
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap();
+    let (_, text) = get_text(&format!("{}/v1/jobs/{id}?wait_seconds=20", up.dispatcher()));
+    let job: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(job["state"], "DONE", "{job}");
+    assert_eq!(tracks(&job["result"]), tracks(&batch[2]));
+}
+
+#[test]
+fn malformed_frames_go_to_dead_letter_and_the_node_keeps_serving() {
+    malformed_frames_go_to_dead_letter(&[]);
+}
+
+#[test]
+fn malformed_frames_go_to_dead_letter_on_tansu() {
+    let tansu = Tansu::start();
+    malformed_frames_go_to_dead_letter(&["--kafka", &tansu.bootstrap]);
+}
+
+/// `up_args` choose the broker.
+fn malformed_frames_go_to_dead_letter(up_args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let up = Up::start(&model, up_args);
     let topics = Topics::new(
         "default",
         "local",
@@ -289,10 +339,25 @@ fn malformed_frames_go_to_dead_letter_and_the_node_keeps_serving() {
 
 #[test]
 fn a_killed_node_costs_fallbacks_not_hangs_and_answers_resume() {
+    a_killed_node_costs_fallbacks_not_hangs(&[]);
+}
+
+/// The broker's group coordinator must notice the dead member and hand its
+/// partitions to the replacement: broker behaviour, so tried on both.
+#[test]
+fn a_killed_node_costs_fallbacks_not_hangs_and_answers_resume_on_tansu() {
+    let tansu = Tansu::start();
+    a_killed_node_costs_fallbacks_not_hangs(&["--kafka", &tansu.bootstrap]);
+}
+
+/// `broker_args` choose the broker.
+fn a_killed_node_costs_fallbacks_not_hangs(broker_args: &[&str]) {
     use nix::sys::signal::{Signal, kill};
     let dir = tempfile::tempdir().unwrap();
     let model = small_model(dir.path());
-    let up = Up::start(&model, &["--dispatcher-arg=--breaker-cooldown-ms=500"]);
+    let mut up_args = vec!["--dispatcher-arg=--breaker-cooldown-ms=500"];
+    up_args.extend_from_slice(broker_args);
+    let up = Up::start(&model, &up_args);
     let url = format!("{}/v1/recommendations", up.dispatcher());
     let ids = catalogue_ids(&model);
     const DEADLINE_MS: u64 = 1000;
