@@ -18,7 +18,7 @@ use setlist_core::artifact::Model;
 use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::model::ops::RowQuery;
 use setlist_core::pipeline::{random_histories, track_ids};
-use setlist_core::plan::PartitionPlan;
+use setlist_core::plan::{PartitionPlan, layer_name};
 use setlist_core::slice;
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::Topics;
@@ -50,9 +50,13 @@ pub struct PipelineBenchArgs {
     /// Seconds of load per setup for saturation throughput.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Requests kept in flight at saturation.
-    #[arg(long, default_value_t = 128)]
+    /// Requests kept in flight at saturation: 8 frames of 64, enough to keep
+    /// every stage of a 4-stage pipeline busy while others are in transit.
+    #[arg(long, default_value_t = 512)]
     in_flight: usize,
+    /// Compute nodes per stage and per shard (consumer-group replicas).
+    #[arg(long, default_value_t = 1)]
+    replicas: u16,
     /// Tracks per request history.
     #[arg(long, default_value_t = 50)]
     history: usize,
@@ -267,6 +271,7 @@ fn broker_floor(
     ))
 }
 
+/// The whole model's latency: single requests, one after another.
 fn whole_model(model: &Model, histories: &[Vec<u32>], args: &PipelineBenchArgs) -> Measured {
     let one = |h: &[u32]| {
         let q = [RowQuery { k: 20, exclude: h }];
@@ -285,6 +290,18 @@ fn whole_model(model: &Model, histories: &[Vec<u32>], args: &PipelineBenchArgs) 
             started.elapsed().as_secs_f64() * 1e3
         })
         .collect();
+    let p50 = percentile(&mut latencies.clone(), 0.5);
+    Measured {
+        p50_ms: p50,
+        p99_ms: percentile(&mut latencies, 0.99),
+        compute_p50_ms: p50,
+        rows_per_second: whole_model_throughput(model, histories, args),
+    }
+}
+
+/// The whole model's saturation throughput: batches of 64 back to back for
+/// `seconds`, in requests per second.
+fn whole_model_throughput(model: &Model, histories: &[Vec<u32>], args: &PipelineBenchArgs) -> f64 {
     let batch: Vec<&[u32]> = histories.iter().take(64).map(Vec::as_slice).collect();
     let queries: Vec<RowQuery> = batch
         .iter()
@@ -296,13 +313,7 @@ fn whole_model(model: &Model, histories: &[Vec<u32>], args: &PipelineBenchArgs) 
         model.recommend(&batch, &queries);
         done += batch.len();
     }
-    let p50 = percentile(&mut latencies.clone(), 0.5);
-    Measured {
-        p50_ms: p50,
-        p99_ms: percentile(&mut latencies, 0.99),
-        compute_p50_ms: p50,
-        rows_per_second: done as f64 / started.elapsed().as_secs_f64(),
-    }
+    done as f64 / started.elapsed().as_secs_f64()
 }
 
 pub fn run(args: PipelineBenchArgs) -> Result<()> {
@@ -341,8 +352,15 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
     println!();
     println!("machine: {}", crate::bench::machine());
     println!(
-        "model {}: {} songs, {} dims, {} LSTM layers; histories of {} tracks, top-20; broker: librdkafka mock cluster (1 broker, loopback), fetch.wait.max.ms=1",
-        model.manifest.model_version, c.catalogue_size, c.hidden_dim, c.lstm_layers, args.history
+        "model {}: {} songs, {} dims, {} LSTM layers; histories of {} tracks, top-20; broker: librdkafka mock cluster (1 broker, loopback), fetch.wait.max.ms=1; {} node{} per stage and per shard, 1 libtorch thread each; {} requests in flight at saturation",
+        model.manifest.model_version,
+        c.catalogue_size,
+        c.hidden_dim,
+        c.lstm_layers,
+        args.history,
+        args.replicas,
+        if args.replicas == 1 { "" } else { "s" },
+        args.in_flight
     );
     let (floor_p50, floor_p99) = broker_floor(&mock, &settings, args.requests)?;
     println!();
@@ -351,13 +369,13 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
     );
     println!();
     println!(
-        "| setup | p50 ms | p99 ms | compute p50 ms | Setlist overhead per hop, p50 ms | saturation req/s | vs one process |"
+        "| setup | p50 ms | p99 ms | compute p50 ms | Setlist overhead per hop, p50 ms | saturation req/s | one process just before and after, req/s | vs one process |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     tch::set_num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()) as i32);
     let single = whole_model(&model, &histories, args);
     println!(
-        "| whole model, one process ({} threads) | {:.2} | {:.2} | {:.2} | – | {:.0} | 1.00 |",
+        "| whole model, one process ({} threads) | {:.2} | {:.2} | {:.2} | – | {:.0} | – | 1.00 |",
         tch::get_num_threads(),
         single.p50_ms,
         single.p99_ms,
@@ -365,6 +383,9 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
         single.rows_per_second
     );
 
+    // The machine's speed drifts (a shared host): each setup is compared with
+    // the whole model measured right before and right after it.
+    let mut before = single.rows_per_second;
     let max_stages = args.max_stages.min(PartitionPlan::max_stages(c));
     for stages in 1..=max_stages {
         let plan = PartitionPlan::new(c, stages, 1)?;
@@ -383,12 +404,14 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             ] {
                 mock.create_topic(&t, 1, 1)?;
             }
-            let count = (plan.stages.len() + plan.output_shards.len()) as u16;
+            let count = (plan.stages.len() + plan.output_shards.len()) as u16 * args.replicas;
             let base = setlist_core::ports::free_loopback_ports(count)
                 .context("no free ports on loopback for the nodes")?;
+            let replicas =
+                slice::parts(&plan).flat_map(|part| (0..args.replicas).map(move |r| (part, r)));
             let mut nodes = Vec::new();
-            for (port, part) in (base..).zip(slice::parts(&plan)) {
-                let name = format!("{cluster}-{part}");
+            for (port, (part, replica)) in (base..).zip(replicas) {
+                let name = format!("{cluster}-{part}-{replica}");
                 let command = vec![
                     node_bin.display().to_string(),
                     format!("--slices={}", slices.display()),
@@ -420,11 +443,19 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             let m = drive(&mut client, &histories, args, batching);
             up::stop_all(&mut nodes);
             let m = m?;
+            let after = whole_model_throughput(&model, &histories, args);
+            let around = (before + after) / 2.0;
+            before = after;
             let transfers = stages as f64 + 2.0;
             let overhead = (m.p50_ms - m.compute_p50_ms - transfers * floor_p50) / transfers;
             println!(
-                "| {stages} stage{} + 1 shard, {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} | {:.2} |",
+                "| {stages} stage{} ({}) + 1 shard, {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} | {:.0} | {:.2} |",
                 if stages == 1 { "" } else { "s" },
+                plan.stages
+                    .iter()
+                    .map(|s| s.layers().map(layer_name).collect::<Vec<_>>().join(" + "))
+                    .collect::<Vec<_>>()
+                    .join(" → "),
                 if batching {
                     "micro-batching"
                 } else {
@@ -435,13 +466,14 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
                 m.compute_p50_ms,
                 overhead,
                 m.rows_per_second,
-                m.rows_per_second / single.rows_per_second
+                around,
+                m.rows_per_second / around
             );
         }
     }
     println!();
     println!(
-        "Setlist overhead per hop = (p50 − compute p50 − hops × broker floor p50) / hops, with hops = stages + 2 Kafka transfers (client → stage 0 → … → shard → results)."
+        "Setlist overhead per hop = (p50 − compute p50 − hops × broker floor p50) / hops, with hops = stages + 2 Kafka transfers (client → stage 0 → … → shard → results). Each setup's throughput is compared with the mean of the whole model's, measured just before and just after it: this machine's speed drifts."
     );
     Ok(())
 }

@@ -195,20 +195,20 @@ fn balanced_bounds(sizes: &[u64], n: usize) -> Vec<usize> {
     bounds
 }
 
+/// A pipeline layer in words: 0 is the embedding, 1..=M the LSTMs.
+pub fn layer_name(layer: usize) -> String {
+    if layer == 0 {
+        "embedding".to_string()
+    } else {
+        format!("lstm {layer}")
+    }
+}
+
 impl fmt::Display for PartitionPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         for s in &self.stages {
-            let layers: Vec<String> = s
-                .layers()
-                .map(|l| {
-                    if l == 0 {
-                        "embedding".to_string()
-                    } else {
-                        format!("lstm {l}")
-                    }
-                })
-                .collect();
+            let layers: Vec<String> = s.layers().map(layer_name).collect();
             writeln!(
                 f,
                 "stage {:<3} {:>10.2} MiB  {}",
