@@ -85,7 +85,10 @@ pub fn cache_dir() -> PathBuf {
 /// The demo: a seeded synthetic catalogue and a small model, trained once and
 /// cached; the same on every machine.
 pub fn demo_model(progress: &dyn Progress) -> Result<PathBuf> {
-    let dir = cache_dir().join("demo/v2");
+    // Bumped whenever the demo's training changes, so no stale model is served.
+    const DEMO_VERSION: &str = "v2";
+    let demos = cache_dir().join("demo");
+    let dir = demos.join(DEMO_VERSION);
     let model = dir.join("model");
     if model.join("manifest.json").exists() {
         return Ok(model);
@@ -109,6 +112,12 @@ pub fn demo_model(progress: &dyn Progress) -> Result<PathBuf> {
         &trained.catalogue,
         &trained.record,
     )?;
+    // Older versions' demo models are never read again.
+    for entry in std::fs::read_dir(&demos)?.flatten() {
+        if entry.file_name() != DEMO_VERSION {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     Ok(model)
 }
 

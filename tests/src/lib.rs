@@ -198,7 +198,7 @@ pub fn tansu_binary() -> PathBuf {
 pub struct Tansu {
     child: std::process::Child,
     pub bootstrap: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Tansu {
@@ -222,7 +222,7 @@ impl Tansu {
         let mut tansu = Tansu {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         };
         // Ready when it answers a metadata request over the Kafka protocol.
         let producer: BaseProducer = rdkafka::ClientConfig::new()
@@ -240,7 +240,7 @@ impl Tansu {
                 exited.is_none() && started.elapsed() < std::time::Duration::from_secs(60),
                 "tansu did not answer on {} within 60 s ({exited:?}); its log:\n{}",
                 tansu.bootstrap,
-                std::fs::read_to_string(tansu._dir.path().join("tansu.log")).unwrap_or_default()
+                std::fs::read_to_string(tansu.dir.path().join("tansu.log")).unwrap_or_default()
             );
         }
         tansu
