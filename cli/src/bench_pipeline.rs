@@ -6,12 +6,12 @@
 //! The benchmark is its own dispatcher: it produces stage-0 frames and reads
 //! the results partition directly, so HTTP is not part of what is measured.
 
+use crate::broker::Broker;
 use crate::up::{self, Process};
 use anyhow::{Context, Result};
 use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use setlist_core::artifact::Model;
@@ -62,6 +62,14 @@ pub struct PipelineBenchArgs {
     history: usize,
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Measure on a real Kafka cluster (HOST:PORT[,…]) instead of the
+    /// embedded broker; its topics are made through the admin API, named
+    /// for this run.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// A librdkafka setting for the benchmark and its nodes, KEY=VALUE (repeatable).
+    #[arg(long = "kafka-set")]
+    kafka_set: Vec<String>,
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -229,16 +237,17 @@ fn drive(
 /// The broker's floor: one small frame produced and consumed, round trip,
 /// with the same client settings the pipeline uses.
 fn broker_floor(
-    mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+    broker: &Broker,
     settings: &KafkaSettings,
+    run: &str,
     samples: usize,
 ) -> Result<(f64, f64)> {
-    let topic = "setlist.bench.floor";
-    mock.create_topic(topic, 1, 1)?;
+    let topic = &format!("setlist.bench.floor-{run}");
+    broker.create_topics(&[(topic.clone(), 1)])?;
     let producer: BaseProducer = settings.client_config(&Role::Producer).create()?;
     let consumer: BaseConsumer = settings
         .client_config(&Role::AssignedConsumer {
-            client: "setlist.bench.floor".into(),
+            client: topic.clone(),
         })
         .create()?;
     let mut assignment = TopicPartitionList::new();
@@ -345,24 +354,44 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
         .map(|h| h.iter().copied().cycle().take(args.history).collect())
         .collect();
     let node_bin = up::sibling("setlist-node")?;
-    let mock = MockCluster::new(1).context("cannot start the embedded broker")?;
-    let settings = KafkaSettings::new(mock.bootstrap_servers());
+    let broker = Broker::new(args.kafka.as_deref(), &args.kafka_set)?;
+    let settings = KafkaSettings::new(broker.bootstrap_servers())
+        .with_overrides(&args.kafka_set)
+        .map_err(anyhow::Error::msg)?;
+    // A real cluster keeps earlier runs' topics: this run's names are its own.
+    let run = std::process::id().to_string();
+    let broker_name = if broker.is_embedded() {
+        "librdkafka mock cluster (1 broker, loopback)".to_string()
+    } else {
+        broker.bootstrap_servers()
+    };
+    let client_settings = settings
+        .overrides
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
 
     println!("## setlist bench pipeline");
     println!();
     println!("machine: {}", crate::bench::machine());
     println!(
-        "model {}: {} songs, {} dims, {} LSTM layers; histories of {} tracks, top-20; broker: librdkafka mock cluster (1 broker, loopback), fetch.wait.max.ms=1; {} node{} per stage and per shard, 1 libtorch thread each; {} requests in flight at saturation",
+        "model {}: {} songs, {} dims, {} LSTM layers; histories of {} tracks, top-20; broker: {broker_name}; client settings: Setlist's defaults (fetch.wait.max.ms=1){}; {} node{} per stage and per shard, 1 libtorch thread each; {} requests in flight at saturation",
         model.manifest.model_version,
         c.catalogue_size,
         c.hidden_dim,
         c.lstm_layers,
         args.history,
+        if client_settings.is_empty() {
+            String::new()
+        } else {
+            format!(" with {client_settings}")
+        },
         args.replicas,
         if args.replicas == 1 { "" } else { "s" },
         args.in_flight
     );
-    let (floor_p50, floor_p99) = broker_floor(&mock, &settings, args.requests)?;
+    let (floor_p50, floor_p99) = broker_floor(&broker, &settings, &run, args.requests)?;
     println!();
     println!(
         "broker floor (64-byte message, produce → consume, same client settings): p50 {floor_p50:.3} ms, p99 {floor_p99:.3} ms"
@@ -392,18 +421,16 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
         let slices = work.join(format!("slices-{stages}"));
         slice::write_slices(&model, &plan, &slices)?;
         for batching in [false, true] {
-            let cluster = format!("bench{stages}{}", if batching { "b" } else { "u" });
+            let cluster = format!("bench{stages}{}-{run}", if batching { "b" } else { "u" });
             let topics = Topics::new("bench", &cluster, &model.manifest.model_version)?;
-            for k in 0..=stages {
-                mock.create_topic(&topics.stage(k), 4, 1)?;
-            }
-            for t in [
+            let stage_topics = (0..=stages).map(|k| (topics.stage(k), 4));
+            let others = [
                 topics.results(),
                 topics.dead_letter(),
                 topics.interactions(),
-            ] {
-                mock.create_topic(&t, 1, 1)?;
-            }
+            ]
+            .map(|t| (t, 1));
+            broker.create_topics(&stage_topics.chain(others).collect::<Vec<_>>())?;
             let count = (plan.stages.len() + plan.output_shards.len()) as u16 * args.replicas;
             let base = setlist_core::ports::free_loopback_ports(count)
                 .context("no free ports on loopback for the nodes")?;
@@ -412,17 +439,18 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             let mut nodes = Vec::new();
             for (port, (part, replica)) in (base..).zip(replicas) {
                 let name = format!("{cluster}-{part}-{replica}");
-                let command = vec![
+                let mut command = vec![
                     node_bin.display().to_string(),
                     format!("--slices={}", slices.display()),
                     format!("--part={part}"),
-                    format!("--kafka={}", mock.bootstrap_servers()),
+                    format!("--kafka={}", broker.bootstrap_servers()),
                     "--namespace=bench".into(),
                     format!("--cluster={cluster}"),
                     format!("--listen=127.0.0.1:{port}"),
                     format!("--max-batch-rows={}", if batching { 64 } else { 1 }),
                     "--max-wait-ms=0".into(),
                 ];
+                command.extend(args.kafka_set.iter().map(|s| format!("--kafka-set={s}")));
                 nodes.push(Process::spawn(
                     name.clone(),
                     command,

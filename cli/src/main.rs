@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_pipeline;
+mod broker;
 mod data;
 mod progress;
 mod recommend;

@@ -4,17 +4,14 @@
 //! cached; one process per stage and output shard; the dispatcher. Children
 //! that die are restarted (as Kubernetes would); Ctrl-C stops everything.
 
+use crate::broker::Broker;
 use anyhow::{Context, Result};
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::mocking::MockCluster;
 use serde::Serialize;
 use setlist_core::artifact::Model;
 use setlist_core::dataset::synth::{self, SynthConfig};
-use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::plan::PartitionPlan;
 use setlist_core::progress::Progress;
 use setlist_core::slice::{self, Part, SliceSet};
@@ -232,31 +229,6 @@ pub fn ready(url: &str) -> bool {
     agent.get(&format!("{url}/readyz")).call().is_ok()
 }
 
-/// Creates the pipeline's topics on a real cluster, leaving existing ones.
-async fn create_topics(settings: &KafkaSettings, names: &[(String, u32)]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config(&Role::Producer)
-        .create()
-        .context("cannot create a Kafka admin client")?;
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|(n, p)| NewTopic::new(n, *p as i32, TopicReplication::Fixed(1)))
-        .collect();
-    for result in admin
-        .create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?
-    {
-        match result {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
-        }
-    }
-    Ok(())
-}
-
 pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     // One background worker runs the signal listener while this thread supervises.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -290,24 +262,9 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         .collect();
 
     // The embedded broker lives as long as this function.
-    let (mock, kafka) = match &args.kafka {
-        Some(servers) => {
-            let settings = KafkaSettings::new(servers)
-                .with_overrides(&args.kafka_set)
-                .map_err(anyhow::Error::msg)?;
-            runtime.block_on(create_topics(&settings, &topic_partitions))?;
-            (None, servers.clone())
-        }
-        None => {
-            let mock = MockCluster::new(1).context("cannot start the embedded Kafka broker")?;
-            for (name, partitions) in &topic_partitions {
-                mock.create_topic(name, *partitions as i32, 1)
-                    .with_context(|| format!("cannot create topic {name}"))?;
-            }
-            let servers = mock.bootstrap_servers();
-            (Some(mock), servers)
-        }
-    };
+    let broker = Broker::new(args.kafka.as_deref(), &args.kafka_set)?;
+    broker.create_topics(&topic_partitions)?;
+    let kafka = broker.bootstrap_servers();
 
     let work = args
         .work_dir
@@ -426,7 +383,11 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         );
         println!(
             "  kafka            {kafka}{}",
-            if mock.is_some() { " (embedded)" } else { "" }
+            if broker.is_embedded() {
+                " (embedded)"
+            } else {
+                ""
+            }
         );
         for p in &processes[..processes.len() - 1] {
             println!(
@@ -456,6 +417,6 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     }
     eprintln!("setlist: stopping…");
     stop_all(&mut processes);
-    drop(mock);
+    drop(broker);
     Ok(())
 }
