@@ -252,6 +252,7 @@ impl Worker {
             };
             match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
+                    let received_us = now_unix_us();
                     let payload = message.payload().unwrap_or_default();
                     let checked =
                         self.accept(Frame::decode(payload))
@@ -264,7 +265,7 @@ impl Worker {
                         topic: message.topic().to_string(),
                         partition: message.partition(),
                         offset: message.offset(),
-                        received_us: now_unix_us(),
+                        received_us,
                         checked,
                     });
                     until.get_or_insert_with(|| {
