@@ -355,15 +355,13 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
         .collect();
     let node_bin = up::sibling("setlist-node")?;
     let broker = Broker::new(args.kafka.as_deref(), &args.kafka_set)?;
-    let settings = KafkaSettings::new(broker.bootstrap_servers())
-        .with_overrides(&args.kafka_set)
-        .map_err(anyhow::Error::msg)?;
+    let settings = broker.settings();
     // A real cluster keeps earlier runs' topics: this run's names are its own.
     let run = std::process::id().to_string();
     let broker_name = if broker.is_embedded() {
         "librdkafka mock cluster (1 broker, loopback)".to_string()
     } else {
-        broker.bootstrap_servers()
+        broker.bootstrap_servers().to_string()
     };
     let client_settings = settings
         .overrides
@@ -391,7 +389,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
         if args.replicas == 1 { "" } else { "s" },
         args.in_flight
     );
-    let (floor_p50, floor_p99) = broker_floor(&broker, &settings, &run, args.requests)?;
+    let (floor_p50, floor_p99) = broker_floor(&broker, settings, &run, args.requests)?;
     println!();
     println!(
         "broker floor (64-byte message, produce → consume, same client settings): p50 {floor_p50:.3} ms, p99 {floor_p99:.3} ms"
@@ -423,6 +421,13 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
         for batching in [false, true] {
             let cluster = format!("bench{stages}{}-{run}", if batching { "b" } else { "u" });
             let topics = Topics::new("bench", &cluster, &model.manifest.model_version)?;
+            let pipeline = up::PipelineFlags {
+                slices: &slices,
+                kafka: broker.bootstrap_servers(),
+                namespace: "bench",
+                cluster: &cluster,
+                kafka_set: &args.kafka_set,
+            };
             let stage_topics = (0..=stages).map(|k| (topics.stage(k), 4));
             let others = [
                 topics.results(),
@@ -439,18 +444,12 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             let mut nodes = Vec::new();
             for (port, (part, replica)) in (base..).zip(replicas) {
                 let name = format!("{cluster}-{part}-{replica}");
-                let mut command = vec![
-                    node_bin.display().to_string(),
-                    format!("--slices={}", slices.display()),
-                    format!("--part={part}"),
-                    format!("--kafka={}", broker.bootstrap_servers()),
-                    "--namespace=bench".into(),
-                    format!("--cluster={cluster}"),
-                    format!("--listen=127.0.0.1:{port}"),
+                let mut command =
+                    pipeline.node_command(&node_bin, part, &format!("127.0.0.1:{port}"));
+                command.extend([
                     format!("--max-batch-rows={}", if batching { 64 } else { 1 }),
                     "--max-wait-ms=0".into(),
-                ];
-                command.extend(args.kafka_set.iter().map(|s| format!("--kafka-set={s}")));
+                ]);
                 nodes.push(Process::spawn(
                     name.clone(),
                     command,
@@ -467,7 +466,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let mut client = Client::new(&settings, &topics, &model.manifest.model_version)?;
+            let mut client = Client::new(settings, &topics, &model.manifest.model_version)?;
             let m = drive(&mut client, &histories, args, batching);
             up::stop_all(&mut nodes);
             let m = m?;

@@ -11,53 +11,57 @@ use rdkafka::producer::DefaultProducerContext;
 use setlist_core::kafka::{KafkaSettings, Role};
 use std::time::Duration;
 
-pub enum Broker {
-    /// Lives as long as this value: dropping it stops the broker.
-    Embedded(MockCluster<'static, DefaultProducerContext>),
-    External(KafkaSettings),
+pub struct Broker {
+    /// Where clients connect, and the operator's client settings.
+    settings: KafkaSettings,
+    /// The embedded broker; dropping it stops the broker.
+    embedded: Option<MockCluster<'static, DefaultProducerContext>>,
 }
 
 impl Broker {
-    /// The embedded broker, or the cluster at `servers` with the client
-    /// settings `overrides` (KEY=VALUE).
+    /// The embedded broker, or the cluster at `servers`; either way with the
+    /// client settings `overrides` (KEY=VALUE).
     pub fn new(servers: Option<&str>, overrides: &[String]) -> Result<Broker> {
-        Ok(match servers {
-            Some(servers) => Broker::External(
-                KafkaSettings::new(servers)
-                    .with_overrides(overrides)
-                    .map_err(anyhow::Error::msg)?,
-            ),
+        let (servers, embedded) = match servers {
+            Some(servers) => (servers.to_string(), None),
             None => {
-                Broker::Embedded(MockCluster::new(1).context("cannot start the embedded broker")?)
+                let mock = MockCluster::new(1).context("cannot start the embedded broker")?;
+                (mock.bootstrap_servers(), Some(mock))
             }
-        })
+        };
+        let settings = KafkaSettings::new(servers)
+            .with_overrides(overrides)
+            .map_err(anyhow::Error::msg)?;
+        Ok(Broker { settings, embedded })
     }
 
-    pub fn bootstrap_servers(&self) -> String {
-        match self {
-            Broker::Embedded(mock) => mock.bootstrap_servers(),
-            Broker::External(settings) => settings.bootstrap_servers.clone(),
-        }
+    /// Client settings for this broker, the operator's overrides included.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.settings.bootstrap_servers
     }
 
     pub fn is_embedded(&self) -> bool {
-        matches!(self, Broker::Embedded(_))
+        self.embedded.is_some()
     }
 
     /// Creates `(topic, partitions)`, keeping topics that already exist.
     pub fn create_topics(&self, topics: &[(String, u32)]) -> Result<()> {
-        match self {
-            Broker::Embedded(mock) => {
+        match &self.embedded {
+            Some(mock) => {
                 for (name, partitions) in topics {
                     mock.create_topic(name, *partitions as i32, 1)
                         .with_context(|| format!("cannot create topic {name}"))?;
                 }
                 Ok(())
             }
-            Broker::External(settings) => tokio::runtime::Builder::new_current_thread()
+            None => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(create_external(settings, topics)),
+                .block_on(create_external(&self.settings, topics)),
         }
     }
 }

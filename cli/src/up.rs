@@ -209,6 +209,38 @@ struct RunningProcess<'a> {
     log: &'a Path,
 }
 
+/// The flags every process of one pipeline gets: its slices, its broker
+/// and client settings, and whose topics it uses.
+pub struct PipelineFlags<'a> {
+    pub slices: &'a Path,
+    pub kafka: &'a str,
+    pub namespace: &'a str,
+    pub cluster: &'a str,
+    pub kafka_set: &'a [String],
+}
+
+impl PipelineFlags<'_> {
+    /// The command line of `bin` (a node or the dispatcher) with these flags.
+    pub fn command(&self, bin: &Path) -> Vec<String> {
+        let mut command = vec![
+            bin.display().to_string(),
+            format!("--slices={}", self.slices.display()),
+            format!("--kafka={}", self.kafka),
+            format!("--namespace={}", self.namespace),
+            format!("--cluster={}", self.cluster),
+        ];
+        command.extend(self.kafka_set.iter().map(|s| format!("--kafka-set={s}")));
+        command
+    }
+
+    /// A compute node's command line: these flags, its part and its address.
+    pub fn node_command(&self, bin: &Path, part: Part, listen: &str) -> Vec<String> {
+        let mut command = self.command(bin);
+        command.extend([format!("--part={part}"), format!("--listen={listen}")]);
+        command
+    }
+}
+
 pub fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name(name);
@@ -264,7 +296,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     // The embedded broker lives as long as this function.
     let broker = Broker::new(args.kafka.as_deref(), &args.kafka_set)?;
     broker.create_topics(&topic_partitions)?;
-    let kafka = broker.bootstrap_servers();
+    let kafka = broker.bootstrap_servers().to_string();
 
     let work = args
         .work_dir
@@ -272,16 +304,12 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         .unwrap_or_else(|| cache_dir().join("up"));
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let common = |bin: &Path| {
-        let mut c = vec![
-            bin.display().to_string(),
-            format!("--slices={}", slices.display()),
-            format!("--kafka={kafka}"),
-            format!("--namespace={}", args.namespace),
-            format!("--cluster={}", args.cluster),
-        ];
-        c.extend(args.kafka_set.iter().map(|s| format!("--kafka-set={s}")));
-        c
+    let pipeline = PipelineFlags {
+        slices: &slices,
+        kafka: &kafka,
+        namespace: &args.namespace,
+        cluster: &args.cluster,
+        kafka_set: &args.kafka_set,
     };
     let mut processes = Vec::new();
     let mut port = args.node_port_base;
@@ -291,8 +319,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
             let name = format!("{part}-{replica}");
             let listen = format!("127.0.0.1:{port}");
             port += 1;
-            let mut command = common(&node_bin);
-            command.extend([format!("--part={part}"), format!("--listen={listen}")]);
+            let mut command = pipeline.node_command(&node_bin, part, &listen);
             command.extend(args.node_args.iter().cloned());
             processes.push(Process::spawn(
                 name.clone(),
@@ -302,7 +329,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
             )?);
         }
     }
-    let mut command = common(&dispatcher_bin);
+    let mut command = pipeline.command(&dispatcher_bin);
     command.push(format!("--listen={}", args.dispatcher_listen));
     command.extend(args.dispatcher_args.iter().cloned());
     let dispatcher_url = format!("http://{}", args.dispatcher_listen);

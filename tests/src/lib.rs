@@ -76,6 +76,15 @@ pub fn evaluate(model: &Path, data: &Path) -> (String, Vec<serde_json::Value>) {
     (table, metrics)
 }
 
+/// Every line of a JSON-lines file, parsed.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }

@@ -3,16 +3,8 @@
 //! and with its slices.
 
 use serde_json::Value;
-use setlist_tests::{evaluate, path_str, setlist, setlist_ok};
+use setlist_tests::{evaluate, path_str, read_jsonl, setlist, setlist_ok};
 use std::fs;
-
-fn lines(path: &std::path::Path) -> Vec<Value> {
-    fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[test]
 fn generate_train_slice_and_recommend() {
@@ -98,7 +90,7 @@ fn generate_train_slice_and_recommend() {
     );
 
     // Real ids from the catalogue, an unknown id, a query of unknown ids only, and a bad line.
-    let catalogue: Vec<Value> = lines(&p("model/catalogue.jsonl"));
+    let catalogue: Vec<Value> = read_jsonl(&p("model/catalogue.jsonl"));
     let id = |i: usize| catalogue[i]["id"].as_str().unwrap().to_string();
     let queries = [
         serde_json::json!({"id": "q1", "tracks": [id(0), id(5), id(9), "synth:track:nope"]})
@@ -129,8 +121,8 @@ fn generate_train_slice_and_recommend() {
         "--output",
         path_str(&p("sliced.jsonl")),
     ]);
-    let whole = lines(&p("whole.jsonl"));
-    let sliced = lines(&p("sliced.jsonl"));
+    let whole = read_jsonl(&p("whole.jsonl"));
+    let sliced = read_jsonl(&p("sliced.jsonl"));
     assert_eq!(whole.len(), 3);
     let tracks = |answer: &Value| -> Vec<String> {
         answer["recommendations"]
@@ -233,7 +225,7 @@ fn bad_queries_get_an_error_line_each_and_nothing_is_lost() {
     assert!(!out.status.success(), "invalid lines make the run fail");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("4 input lines were invalid"), "{stderr}");
-    let answers = lines(&p("out.jsonl"));
+    let answers = read_jsonl(&p("out.jsonl"));
     assert_eq!(answers.len(), 6, "one output line per input line");
     assert_eq!(answers[0]["id"], "ok");
     assert_eq!(answers[0]["fallback"], true);

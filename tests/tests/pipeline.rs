@@ -10,21 +10,17 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use setlist_core::topics::Topics;
 use setlist_core::wire::{Activations, Body, Frame, RowMeta, Values};
-use setlist_tests::{Tansu, Up, get_text, metric, path_str, post, setlist_ok, small_model};
+use setlist_tests::{
+    Tansu, Up, get_text, metric, path_str, post, read_jsonl, setlist_ok, small_model,
+};
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn catalogue_ids(model: &std::path::Path) -> Vec<String> {
-    fs::read_to_string(model.join("catalogue.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+fn catalogue_ids(model: &Path) -> Vec<String> {
+    read_jsonl(&model.join("catalogue.jsonl"))
+        .iter()
+        .map(|song| song["id"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -69,11 +65,7 @@ fn whole_model_answers(model: &Path, dir: &Path, playlists: &[Vec<String>]) -> V
         "--output",
         path_str(&out),
     ]);
-    fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    read_jsonl(&out)
 }
 
 /// Every playlist through the dispatcher gets the whole model's top-10, with
