@@ -3,12 +3,13 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use setlist_core::artifact::Model;
-use setlist_core::model::ops::RowQuery;
-use setlist_core::pipeline;
 use setlist_core::plan::PartitionPlan;
 use setlist_core::slice::{self, Part, SliceSet};
-use setlist_core::train::ModelShape;
+use setlist_model::artifact::Model;
+use setlist_model::ops::RowQuery;
+use setlist_model::pipeline;
+use setlist_model::slice::LoadParts;
+use setlist_model::train::ModelShape;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -236,7 +237,7 @@ fn bench_model(args: ModelBenchArgs) -> Result<()> {
         args.output_shards,
     )?;
     let slices_dir = scratch.join("slices");
-    slice::write_slices(&model, &plan, &slices_dir)?;
+    setlist_model::slice::write_slices(&model, &plan, &slices_dir)?;
     let slices = slices_dir.to_str().context("scratch path is not UTF-8")?;
     println!();
     println!(

@@ -14,15 +14,16 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use setlist_core::artifact::Model;
 use setlist_core::kafka::{KafkaSettings, Role};
-use setlist_core::model::ops::RowQuery;
-use setlist_core::pipeline::{random_histories, track_ids};
 use setlist_core::plan::{PartitionPlan, layer_name};
 use setlist_core::slice;
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::Topics;
+use setlist_core::wire::track_ids;
 use setlist_core::wire::{Body, Frame, Hop, RowMeta};
+use setlist_model::artifact::Model;
+use setlist_model::ops::RowQuery;
+use setlist_model::pipeline::random_histories;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -89,12 +90,15 @@ struct Client {
 
 impl Client {
     fn new(settings: &KafkaSettings, topics: &Topics, model_version: &str) -> Result<Client> {
-        let producer: BaseProducer = settings.client_config(&Role::Producer).create()?;
-        let consumer: BaseConsumer = settings
-            .client_config(&Role::AssignedConsumer {
+        let producer: BaseProducer =
+            setlist_service::kafka::client_config(settings, &Role::Producer).create()?;
+        let consumer: BaseConsumer = setlist_service::kafka::client_config(
+            settings,
+            &Role::AssignedConsumer {
                 client: format!("{}.bench", topics.results()),
-            })
-            .create()?;
+            },
+        )
+        .create()?;
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&topics.results(), 0, Offset::Beginning)?;
         consumer.assign(&assignment)?;
@@ -244,12 +248,15 @@ fn broker_floor(
 ) -> Result<(f64, f64)> {
     let topic = &format!("setlist.bench.floor-{run}");
     broker.create_topics(&[(topic.clone(), 1)])?;
-    let producer: BaseProducer = settings.client_config(&Role::Producer).create()?;
-    let consumer: BaseConsumer = settings
-        .client_config(&Role::AssignedConsumer {
+    let producer: BaseProducer =
+        setlist_service::kafka::client_config(settings, &Role::Producer).create()?;
+    let consumer: BaseConsumer = setlist_service::kafka::client_config(
+        settings,
+        &Role::AssignedConsumer {
             client: topic.clone(),
-        })
-        .create()?;
+        },
+    )
+    .create()?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
@@ -417,7 +424,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
     for stages in 1..=max_stages {
         let plan = PartitionPlan::new(c, stages, 1)?;
         let slices = work.join(format!("slices-{stages}"));
-        slice::write_slices(&model, &plan, &slices)?;
+        setlist_model::slice::write_slices(&model, &plan, &slices)?;
         for batching in [false, true] {
             let cluster = format!("bench{stages}{}-{run}", if batching { "b" } else { "u" });
             let topics = Topics::new("bench", &cluster, &model.manifest.model_version)?;

@@ -67,10 +67,10 @@ impl Broker {
 }
 
 async fn create_external(settings: &KafkaSettings, names: &[(String, u32)]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = settings
-        .client_config(&Role::Producer)
-        .create()
-        .context("cannot create a Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        setlist_service::kafka::client_config(settings, &Role::Producer)
+            .create()
+            .context("cannot create a Kafka admin client")?;
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|(n, p)| NewTopic::new(n, *p as i32, TopicReplication::Fixed(1)))

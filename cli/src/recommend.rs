@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use setlist_core::artifact::Model;
-use setlist_core::model::ops::RowQuery;
-use setlist_core::pipeline::{LocalPipeline, Recommender};
 use setlist_core::query::{self, BatchAnswer, BatchError, BatchQuery, Limits};
 use setlist_core::slice::SliceSet;
+use setlist_model::artifact::Model;
+use setlist_model::ops::RowQuery;
+use setlist_model::pipeline::{LocalPipeline, Recommender};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;

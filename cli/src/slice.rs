@@ -2,10 +2,10 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use setlist_core::artifact::Model;
-use setlist_core::pipeline::{self, LocalPipeline};
 use setlist_core::plan::PartitionPlan;
-use setlist_core::slice::{self, SliceSet};
+use setlist_core::slice::SliceSet;
+use setlist_model::artifact::Model;
+use setlist_model::pipeline::{self, LocalPipeline};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -58,7 +58,7 @@ pub fn run_plan(args: PlanArgs) -> Result<()> {
 
 pub fn run_slice(args: SliceArgs) -> Result<()> {
     let (model, plan) = load(&args.plan)?;
-    let manifest = slice::write_slices(&model, &plan, &args.out)?;
+    let manifest = setlist_model::slice::write_slices(&model, &plan, &args.out)?;
     print!("{plan}");
     println!(
         "wrote {} slices of model {} to {}",

@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use setlist_core::artifact::Model;
 use setlist_core::dataset::Dataset;
-use setlist_core::eval;
 use setlist_core::progress::Progress;
-use setlist_core::train::{self, TrainSpec};
+use setlist_model::artifact::Model;
+use setlist_model::eval;
+use setlist_model::train::{self, TrainSpec};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]

@@ -10,13 +10,13 @@ use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
-use setlist_core::artifact::Model;
 use setlist_core::dataset::synth::{self, SynthConfig};
 use setlist_core::plan::PartitionPlan;
 use setlist_core::progress::Progress;
 use setlist_core::slice::{self, Part, SliceSet};
 use setlist_core::topics::Topics;
-use setlist_core::train::{self, TrainSpec};
+use setlist_model::artifact::Model;
+use setlist_model::train::{self, TrainSpec};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -129,7 +129,7 @@ pub fn slices_for(model_dir: &Path, stages: u32, shards: u32) -> Result<PathBuf>
     if !out.join("manifest.json").exists() {
         let plan = PartitionPlan::new(&model.config, stages, shards)?;
         let _ = std::fs::remove_dir_all(&out);
-        slice::write_slices(&model, &plan, &out)?;
+        setlist_model::slice::write_slices(&model, &plan, &out)?;
     }
     Ok(out)
 }

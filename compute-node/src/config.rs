@@ -1,15 +1,16 @@
 //! The node's configuration: flags, environment variables (`SETLIST_*`) or a
-//! YAML file, in that order of precedence.
+//! YAML file, in that order of precedence (see `setlist_service::config`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use setlist_core::slice::Part;
 use setlist_core::telemetry::LogFormat;
+use setlist_service::config::{self as settings, out_of_range, required};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Default, Serialize)]
 #[command(
     name = "setlist-node",
     version,
@@ -19,75 +20,70 @@ pub struct Args {
     /// YAML file with any of the settings below (snake_case keys); flags and
     /// environment variables win over it.
     #[arg(long, env = "SETLIST_CONFIG")]
+    #[serde(skip)]
     config: Option<PathBuf>,
     /// Slice directory written by `setlist slice`.
     #[arg(long, env = "SETLIST_SLICES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     slices: Option<PathBuf>,
     /// The part this node runs: `stage-K` or `shard-S`.
     #[arg(long, env = "SETLIST_PART")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     part: Option<String>,
     /// Refuse slices of any other model version (default: the slices' own).
     #[arg(long, env = "SETLIST_MODEL_VERSION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     model_version: Option<String>,
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].
     #[arg(long, env = "SETLIST_KAFKA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     kafka: Option<String>,
     /// A librdkafka setting over Setlist's low-latency defaults, KEY=VALUE (repeatable).
     #[arg(long = "kafka-set", env = "SETLIST_KAFKA_SET", value_delimiter = ';')]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     kafka_set: Vec<String>,
     #[arg(long, env = "SETLIST_NAMESPACE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     namespace: Option<String>,
     #[arg(long, env = "SETLIST_CLUSTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "SETLIST_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
     /// Most requests run in one forward pass.
     #[arg(long, env = "SETLIST_MAX_BATCH_ROWS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_batch_rows: Option<usize>,
     /// Longest a request waits for others to share its batch.
     #[arg(long, env = "SETLIST_MAX_WAIT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_wait_ms: Option<u64>,
     /// Largest Kafka message the node produces (frames are split to fit).
     #[arg(long, env = "SETLIST_MAX_MESSAGE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_message_bytes: Option<usize>,
     /// Send activations as f16: half the bytes, no longer bit-exact.
-    #[arg(long, env = "SETLIST_HALF_PRECISION")]
-    half_precision: bool,
+    #[arg(long, env = "SETLIST_HALF_PRECISION", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    half_precision: Option<bool>,
     /// libtorch threads for the forward pass. One per node by default: a
     /// machine runs several nodes, and more threads than cores only spin.
     #[arg(long, env = "SETLIST_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     threads: Option<u32>,
     #[arg(long, env = "SETLIST_LOG_FORMAT", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormat>,
 }
 
-/// The settings a YAML file may hold; flags and environment override them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    slices: Option<PathBuf>,
-    part: Option<String>,
-    model_version: Option<String>,
-    kafka: Option<String>,
-    #[serde(default)]
-    kafka_set: Vec<String>,
-    namespace: Option<String>,
-    cluster: Option<String>,
-    listen: Option<SocketAddr>,
-    max_batch_rows: Option<usize>,
-    max_wait_ms: Option<u64>,
-    max_message_bytes: Option<usize>,
-    #[serde(default)]
-    half_precision: bool,
-    threads: Option<u32>,
-    log_format: Option<LogFormat>,
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub slices: PathBuf,
-    pub part: Part,
+    #[serde(deserialize_with = "deserialize_part")]
+    pub part: Option<Part>,
     pub model_version: Option<String>,
     pub kafka: String,
     pub kafka_set: Vec<String>,
@@ -102,23 +98,48 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            slices: PathBuf::new(),
+            part: None,
+            model_version: None,
+            kafka: String::new(),
+            kafka_set: Vec::new(),
+            namespace: "default".into(),
+            cluster: "setlist".into(),
+            listen: "0.0.0.0:9100".parse().expect("a valid address"),
+            max_batch_rows: 64,
+            max_wait_ms: 2,
+            max_message_bytes: 1_000_000,
+            half_precision: false,
+            threads: 1,
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
 /// Limits that keep a typo from becoming an outage.
 const MAX_BATCH_ROWS: usize = 4096;
 const MAX_WAIT_MS: u64 = 1000;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-pub fn parse_part(text: &str) -> Result<Part> {
-    let (kind, index) = text
-        .split_once('-')
-        .with_context(|| format!("part \"{text}\" is not stage-K or shard-S"))?;
-    let index: u32 = index
-        .parse()
-        .with_context(|| format!("part \"{text}\" is not stage-K or shard-S"))?;
+pub fn parse_part(text: &str) -> Result<Part, String> {
+    let bad = || format!("part \"{text}\" is not stage-K or shard-S");
+    let (kind, index) = text.split_once('-').ok_or_else(bad)?;
+    let index: u32 = index.parse().map_err(|_| bad())?;
     match kind {
         "stage" => Ok(Part::Stage(index)),
         "shard" => Ok(Part::OutputShard(index)),
-        _ => anyhow::bail!("part \"{text}\" is not stage-K or shard-S"),
+        _ => Err(bad()),
     }
+}
+
+fn deserialize_part<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Part>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_part(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 impl Config {
@@ -127,79 +148,109 @@ impl Config {
     }
 
     pub fn from_args(args: Args) -> Result<Config> {
-        let file: FileConfig = match &args.config {
-            Some(path) => {
-                setlist_core::telemetry::load_yaml(path, 64 * 1024).map_err(anyhow::Error::msg)?
-            }
-            None => FileConfig::default(),
-        };
-        let slices = args
-            .slices
-            .or(file.slices)
-            .context("--slices (or SETLIST_SLICES) is required")?;
-        let part = parse_part(
-            &args
-                .part
-                .or(file.part)
-                .context("--part (or SETLIST_PART) is required")?,
-        )?;
-        let kafka = args
-            .kafka
-            .or(file.kafka)
-            .context("--kafka (or SETLIST_KAFKA) is required")?;
-        let kafka_set = if args.kafka_set.is_empty() {
-            file.kafka_set
-        } else {
-            args.kafka_set
-        };
-        let config = Config {
-            slices,
-            part,
-            model_version: args.model_version.or(file.model_version),
-            kafka,
-            kafka_set,
-            namespace: args
-                .namespace
-                .or(file.namespace)
-                .unwrap_or_else(|| "default".into()),
-            cluster: args
-                .cluster
-                .or(file.cluster)
-                .unwrap_or_else(|| "setlist".into()),
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "0.0.0.0:9100".parse().expect("a valid address")),
-            max_batch_rows: args.max_batch_rows.or(file.max_batch_rows).unwrap_or(64),
-            max_wait_ms: args.max_wait_ms.or(file.max_wait_ms).unwrap_or(2),
-            max_message_bytes: args
-                .max_message_bytes
-                .or(file.max_message_bytes)
-                .unwrap_or(1_000_000),
-            half_precision: args.half_precision || file.half_precision,
-            threads: args.threads.or(file.threads).unwrap_or(1),
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-        };
-        anyhow::ensure!(
-            (1..=MAX_BATCH_ROWS).contains(&config.max_batch_rows),
-            "max_batch_rows is {}; it must be between 1 and {MAX_BATCH_ROWS}",
-            config.max_batch_rows
-        );
-        anyhow::ensure!(
-            (1..=256).contains(&config.threads),
-            "threads is {}; it must be between 1 and 256",
-            config.threads
-        );
-        anyhow::ensure!(
-            config.max_wait_ms <= MAX_WAIT_MS,
-            "max_wait_ms is {}; it must be at most {MAX_WAIT_MS}",
-            config.max_wait_ms
-        );
-        anyhow::ensure!(
-            (64 * 1024..=MAX_MESSAGE_BYTES).contains(&config.max_message_bytes),
-            "max_message_bytes is {}; it must be between 65536 and {MAX_MESSAGE_BYTES}",
-            config.max_message_bytes
-        );
+        let config: Config = settings::load(&args, args.config.as_deref())?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// The part this node runs (required, so always there once loaded).
+    pub fn part(&self) -> Part {
+        self.part.expect("validate() requires a part")
+    }
+
+    fn validate(&self) -> Result<(), settings::ConfigError> {
+        if self.slices.as_os_str().is_empty() {
+            return Err(required("slices"));
+        }
+        if self.part.is_none() {
+            return Err(required("part"));
+        }
+        if self.kafka.is_empty() {
+            return Err(required("kafka"));
+        }
+        if !(1..=MAX_BATCH_ROWS).contains(&self.max_batch_rows) {
+            return Err(out_of_range(
+                "max_batch_rows",
+                self.max_batch_rows,
+                &format!("between 1 and {MAX_BATCH_ROWS}"),
+            ));
+        }
+        if !(1..=256).contains(&self.threads) {
+            return Err(out_of_range("threads", self.threads, "between 1 and 256"));
+        }
+        if self.max_wait_ms > MAX_WAIT_MS {
+            return Err(out_of_range(
+                "max_wait_ms",
+                self.max_wait_ms,
+                &format!("at most {MAX_WAIT_MS}"),
+            ));
+        }
+        if !(64 * 1024..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return Err(out_of_range(
+                "max_message_bytes",
+                self.max_message_bytes,
+                &format!("between 65536 and {MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Config> {
+        let mut argv = vec!["setlist-node"];
+        argv.extend_from_slice(flags);
+        Config::from_args(Args::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.yaml");
+        std::fs::write(
+            &file,
+            "slices: /s\npart: shard-1\nkafka: k:9092\nthreads: 3\nhalf_precision: true\n",
+        )
+        .unwrap();
+        let config = parse(&[&format!("--config={}", file.display()), "--threads=2"]).unwrap();
+        assert_eq!(config.part(), Part::OutputShard(1));
+        assert_eq!((config.threads, config.half_precision), (2, true));
+        assert_eq!(
+            (config.max_batch_rows, config.namespace.as_str()),
+            (64, "default")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let err = parse(&["--slices=/s", "--kafka=k"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"part\": it is required: pass --part"),
+            "{err}"
+        );
+        let err = parse(&["--slices=/s", "--kafka=k", "--part=layer-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("part \"layer-1\" is not stage-K or shard-S"),
+            "{err}"
+        );
+        let err = parse(&[
+            "--slices=/s",
+            "--kafka=k",
+            "--part=stage-0",
+            "--max-wait-ms=5000",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "setting \"max_wait_ms\": it is 5000; it must be at most 1000"
+        );
     }
 }

@@ -14,6 +14,7 @@ use axum::routing::get;
 use config::Config;
 use metrics::Metrics;
 use setlist_core::slice::{Part, SliceSet};
+use setlist_model::slice::LoadParts;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use worker::{Health, Slice, Worker};
@@ -69,7 +70,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> String {
 
 fn load_slice(config: &Config) -> Result<(Slice, setlist_core::slice::SliceManifest)> {
     let set = SliceSet::open(&config.slices, config.model_version.as_deref())?;
-    let slice = match config.part {
+    let slice = match config.part() {
         Part::Stage(k) => Slice::Stage(set.load_stage(k)?),
         Part::OutputShard(s) => Slice::Shard(set.load_shard(s)?),
     };
@@ -89,7 +90,8 @@ async fn shutdown_signal() {
 async fn main() -> Result<()> {
     let config = Config::load()?;
     setlist_core::telemetry::init_logging(config.log_format);
-    let part = config.part.to_string();
+    setlist_service::shutdown::die_with_parent();
+    let part = config.part().to_string();
     tch::set_num_threads(config.threads as i32);
     let node = Arc::new(Node {
         metrics: Arc::new(Metrics::new(&part)),

@@ -11,12 +11,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use setlist_core::kafka::{KafkaSettings, Role};
-use setlist_core::model::ops::RowQuery;
-use setlist_core::pipeline::{concat, from_activations, split_rows, take_rows, to_activations};
-use setlist_core::slice::{ShardSlice, StageSlice};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::{Consumer as TopicConsumer, Topics};
 use setlist_core::wire::{Activations, Body, Frame, Hop, Values, WireError};
+use setlist_core::wire::{concat, split_rows, take_rows};
+use setlist_model::ops::RowQuery;
+use setlist_model::pipeline::{from_activations, to_activations};
+use setlist_model::slice::{ShardSlice, StageSlice};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -151,26 +152,28 @@ impl Worker {
         let settings = KafkaSettings::new(&config.kafka)
             .with_overrides(&config.kafka_set)
             .map_err(anyhow::Error::msg)?;
-        let consumer: BaseConsumer<NodeContext> = settings
-            .client_config(&Role::GroupConsumer {
+        let consumer: BaseConsumer<NodeContext> = setlist_service::kafka::client_config(
+            &settings,
+            &Role::GroupConsumer {
                 group: topics.group(consumer_kind),
-            })
-            .create_with_context(NodeContext {
-                health: health.clone(),
-            })
-            .context("cannot create the Kafka consumer")?;
+            },
+        )
+        .create_with_context(NodeContext {
+            health: health.clone(),
+        })
+        .context("cannot create the Kafka consumer")?;
         let input_topic = topics.input_of(consumer_kind, stages);
         consumer
             .subscribe(&[&input_topic])
             .context("cannot subscribe to the input topic")?;
-        let producer: BaseProducer<DeliveryContext> = settings
-            .client_config(&Role::Producer)
-            .set(
-                "message.max.bytes",
-                (config.max_message_bytes + 64 * 1024).to_string(),
-            )
-            .create_with_context(DeliveryContext::default())
-            .context("cannot create the Kafka producer")?;
+        let producer: BaseProducer<DeliveryContext> =
+            setlist_service::kafka::client_config(&settings, &Role::Producer)
+                .set(
+                    "message.max.bytes",
+                    (config.max_message_bytes + 64 * 1024).to_string(),
+                )
+                .create_with_context(DeliveryContext::default())
+                .context("cannot create the Kafka producer")?;
         Ok(Worker {
             slice,
             model_version: manifest.model_version.clone(),

@@ -2,9 +2,7 @@
 //! needs to recognise them and how popular each was in training (the
 //! popularity fallback's ranking).
 
-use crate::dataset::Dataset;
-use crate::model::ops::Scored;
-use crate::train::Vocabulary;
+use crate::wire::Scored;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
@@ -61,26 +59,6 @@ impl Catalogue {
             index,
             by_popularity,
         })
-    }
-
-    /// The model's songs: the vocabulary's tracks with their metadata.
-    pub fn from_vocabulary(dataset: &Dataset, vocabulary: &Vocabulary) -> Catalogue {
-        let songs = vocabulary
-            .tracks
-            .iter()
-            .zip(&vocabulary.playlist_counts)
-            .map(|(&t, &playlists)| {
-                let track = &dataset.tracks[t as usize];
-                Song {
-                    id: track.id.clone(),
-                    title: track.title.clone(),
-                    artist: track.artist.clone(),
-                    album: track.album.clone(),
-                    playlists,
-                }
-            })
-            .collect();
-        Catalogue::new(songs).expect("dataset track ids are unique")
     }
 
     pub fn len(&self) -> usize {

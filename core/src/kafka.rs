@@ -1,8 +1,9 @@
 //! Kafka client settings shared by every Setlist process: low-latency
-//! defaults, the operator's overrides on top, and nothing else. (The design
-//! keeps Kafka out of the model code; this is configuration, not I/O.)
+//! defaults, the operator's overrides on top, and nothing else. This is
+//! configuration, not I/O: the properties are plain pairs, which a process
+//! collects into an `rdkafka::ClientConfig` (`properties(..).into_iter().collect()`).
 
-use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
 
 /// Where the brokers are and what to change in the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,16 +95,16 @@ impl KafkaSettings {
         Ok(self)
     }
 
-    pub fn client_config(&self, role: &Role) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap_servers);
-        for (key, value) in defaults(role) {
-            config.set(key, value);
-        }
-        for (key, value) in &self.overrides {
-            config.set(key, value);
-        }
-        config
+    /// Every librdkafka property of a client for `role`: the brokers, the
+    /// defaults, and the overrides over both.
+    pub fn properties(&self, role: &Role) -> BTreeMap<String, String> {
+        let mut properties = BTreeMap::from([(
+            "bootstrap.servers".to_string(),
+            self.bootstrap_servers.clone(),
+        )]);
+        properties.extend(defaults(role).into_iter().map(|(k, v)| (k.to_string(), v)));
+        properties.extend(self.overrides.iter().cloned());
+        properties
     }
 }
 
@@ -116,10 +117,11 @@ mod tests {
         let settings = KafkaSettings::new("localhost:9092")
             .with_overrides(&["fetch.wait.max.ms = 10".into()])
             .unwrap();
-        let config = settings.client_config(&Role::GroupConsumer { group: "g".into() });
-        assert_eq!(config.get("fetch.wait.max.ms"), Some("10"));
-        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
-        assert_eq!(config.get("bootstrap.servers"), Some("localhost:9092"));
+        let properties = settings.properties(&Role::GroupConsumer { group: "g".into() });
+        let value = |key: &str| properties.get(key).map(String::as_str);
+        assert_eq!(value("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(value("enable.auto.offset.store"), Some("false"));
+        assert_eq!(value("bootstrap.servers"), Some("localhost:9092"));
     }
 
     #[test]

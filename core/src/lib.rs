@@ -1,22 +1,23 @@
-//! Setlist's core library: the next-song model, its partition plan and slice
-//! files, the activation wire format, and the playlist data formats.
+//! Setlist's light core: what every service shares and none of them needs
+//! libtorch or a Kafka client for. The activation wire format, topic names
+//! and Kafka client settings, the model's shape and its partition plan,
+//! slice manifests, the song catalogue and query limits, the playlist data
+//! formats, ports, logs and metrics helpers.
 //!
 //! Nothing here serves requests or talks to Kubernetes or Kafka: the binaries
-//! are thin shells around these pure parts.
+//! are thin shells around these pure parts. The model's arithmetic lives in
+//! `setlist-model`, which only compute nodes and the CLI link.
 
 pub mod artifact;
 pub mod catalogue;
 pub mod dataset;
-pub mod eval;
 pub mod kafka;
-pub mod model;
-pub mod pipeline;
 pub mod plan;
 pub mod ports;
 pub mod progress;
 pub mod query;
+pub mod shape;
 pub mod slice;
 pub mod telemetry;
 pub mod topics;
-pub mod train;
 pub mod wire;

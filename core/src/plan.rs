@@ -2,7 +2,7 @@
 //! which songs each output shard scores. A pure function of the model's
 //! shape, so every component (CLI, nodes, operator) computes the same plan.
 
-use crate::model::ModelConfig;
+use crate::shape::ModelConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Range;
@@ -68,7 +68,7 @@ pub enum PlanError {
         catalogue: u32,
     },
     #[error(transparent)]
-    Model(#[from] crate::model::ConfigError),
+    Model(#[from] crate::shape::ConfigError),
 }
 
 impl PartitionPlan {

@@ -3,7 +3,7 @@
 //! every entry point enforces the same limits with the same words.
 
 use crate::catalogue::Catalogue;
-use crate::model::ops::Scored;
+use crate::wire::Scored;
 use serde::{Deserialize, Serialize};
 
 /// Limits on one query. A playlist longer than `max_tracks` is not a
@@ -158,6 +158,20 @@ pub fn recommendations(catalogue: &Catalogue, scored: &[Scored]) -> Vec<Recommen
             })
         })
         .collect()
+}
+
+/// Orders by score descending, then song index ascending.
+pub fn sort_scored(list: &mut [Scored]) {
+    list.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.track.cmp(&b.track)));
+}
+
+/// Merges output shards' top-k lists (each sorted) into the overall top `k`.
+pub fn merge_top_k(lists: &[Vec<Scored>], k: usize) -> Vec<Scored> {
+    let mut all: Vec<Scored> = lists.iter().flatten().copied().collect();
+    sort_scored(&mut all);
+    all.dedup_by_key(|s| s.track);
+    all.truncate(k);
+    all
 }
 
 #[cfg(test)]

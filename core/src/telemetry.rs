@@ -51,23 +51,3 @@ pub fn now_unix_us() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
-
-/// Loads a YAML config file of at most `max_bytes`, naming the file in errors.
-pub fn load_yaml<T: serde::de::DeserializeOwned>(
-    path: &std::path::Path,
-    max_bytes: u64,
-) -> Result<T, String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .len();
-    if size > max_bytes {
-        return Err(format!(
-            "{} is {size} bytes; a config file may be at most {max_bytes} bytes",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_yaml::from_str(&text)
-        .map_err(|e| format!("{} is not a valid config: {e}", path.display()))
-}

@@ -19,6 +19,7 @@ async fn shutdown_signal() {
 async fn main() -> Result<()> {
     let config = Config::load()?;
     setlist_core::telemetry::init_logging(config.log_format);
+    setlist_service::shutdown::die_with_parent();
     let listen = config.listen;
     let dispatcher = Dispatcher::start(config)?;
     tracing::info!(model_version = %dispatcher.model_version, stages = dispatcher.stages, shards = dispatcher.shards, songs = dispatcher.catalogue.len(), "dispatcher started");

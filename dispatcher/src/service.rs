@@ -20,13 +20,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use setlist_core::catalogue::Catalogue;
 use setlist_core::kafka::{KafkaSettings, Role};
-use setlist_core::model::ops::{Scored, merge_top_k};
-use setlist_core::pipeline::track_ids;
-use setlist_core::query;
+use setlist_core::query::{self, merge_top_k};
 use setlist_core::slice::SliceSet;
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::Topics;
-use setlist_core::wire::{Body, Frame, Hop, RowMeta};
+use setlist_core::wire::{Body, Frame, Hop, RowMeta, Scored, track_ids};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,14 +101,14 @@ impl Dispatcher {
         let settings = KafkaSettings::new(&config.kafka)
             .with_overrides(&config.kafka_set)
             .map_err(anyhow::Error::msg)?;
-        let producer: FutureProducer = settings
-            .client_config(&Role::Producer)
-            .set(
-                "message.max.bytes",
-                (config.max_message_bytes + 64 * 1024).to_string(),
-            )
-            .create()
-            .context("cannot create the Kafka producer")?;
+        let producer: FutureProducer =
+            setlist_service::kafka::client_config(&settings, &Role::Producer)
+                .set(
+                    "message.max.bytes",
+                    (config.max_message_bytes + 64 * 1024).to_string(),
+                )
+                .create()
+                .context("cannot create the Kafka producer")?;
         let (submissions, queue) = mpsc::channel(SUBMISSION_QUEUE);
         let dispatcher = Arc::new(Dispatcher {
             catalogue,
@@ -135,16 +133,18 @@ impl Dispatcher {
             health: Health::default(),
             config,
         });
-        let consumer: BaseConsumer = settings
-            .client_config(&Role::AssignedConsumer {
+        let consumer: BaseConsumer = setlist_service::kafka::client_config(
+            &settings,
+            &Role::AssignedConsumer {
                 client: format!(
                     "{}.dispatcher-{}",
                     dispatcher.topics.results(),
                     dispatcher.config.reply_partition
                 ),
-            })
-            .create()
-            .context("cannot create the Kafka results consumer")?;
+            },
+        )
+        .create()
+        .context("cannot create the Kafka results consumer")?;
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(
             &dispatcher.topics.results(),

@@ -13,6 +13,7 @@ mod codec;
 mod error;
 mod fuzz;
 mod layout;
+mod rows;
 mod split;
 mod validate;
 
@@ -24,6 +25,7 @@ mod tests;
 pub use error::WireError;
 #[doc(hidden)]
 pub use fuzz::fuzz_decode_roundtrip;
+pub use rows::{concat, split_rows, take_rows, track_ids};
 
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"STLF";

@@ -4,10 +4,10 @@
 //! strong simple baselines on the same split.
 
 use crate::artifact::Model;
-use crate::catalogue::Catalogue;
-use crate::model::ops::RowQuery;
-use crate::progress::Progress;
+use crate::ops::RowQuery;
 use serde::{Deserialize, Serialize};
+use setlist_core::catalogue::Catalogue;
+use setlist_core::progress::Progress;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -279,7 +279,7 @@ pub enum EvalError {
 /// restricted to the songs it knows.
 pub fn evaluate_model(
     model: &Model,
-    dataset: &crate::dataset::Dataset,
+    dataset: &setlist_core::dataset::Dataset,
     k: usize,
     neighbours: usize,
     progress: &dyn Progress,
@@ -300,7 +300,7 @@ pub fn evaluate_model(
         .iter()
         .map(|t| model.catalogue.index_of(&t.id))
         .collect();
-    let encode = |p: &crate::dataset::Playlist| -> Vec<u32> {
+    let encode = |p: &setlist_core::dataset::Playlist| -> Vec<u32> {
         p.tracks
             .iter()
             .filter_map(|&t| model_index[t as usize])
@@ -326,8 +326,8 @@ pub fn evaluate_model(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::Song;
-    use crate::progress::Silent;
+    use setlist_core::catalogue::Song;
+    use setlist_core::progress::Silent;
 
     #[test]
     fn cases_predict_every_position_from_its_prefix() {

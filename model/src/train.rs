@@ -2,14 +2,15 @@
 //! the optimisation loop.
 
 use crate::artifact::TrainingRecord;
-use crate::catalogue::Catalogue;
-use crate::dataset::{Dataset, Playlist};
-use crate::model::{ModelConfig, OUTPUT_BIAS, OUTPUT_WEIGHT, Weights, ops};
-use crate::progress::Progress;
+use crate::{Weights, ops};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use setlist_core::catalogue::{Catalogue, Song};
+use setlist_core::dataset::{Dataset, Playlist};
+use setlist_core::progress::Progress;
+use setlist_core::shape::{ModelConfig, OUTPUT_BIAS, OUTPUT_WEIGHT};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -83,6 +84,26 @@ impl Vocabulary {
             playlist_counts,
             index,
         }
+    }
+
+    /// The model's songs: the vocabulary's tracks with their metadata.
+    pub fn catalogue(&self, dataset: &Dataset) -> Catalogue {
+        let songs = self
+            .tracks
+            .iter()
+            .zip(&self.playlist_counts)
+            .map(|(&t, &playlists)| {
+                let track = &dataset.tracks[t as usize];
+                Song {
+                    id: track.id.clone(),
+                    title: track.title.clone(),
+                    artist: track.artist.clone(),
+                    album: track.album.clone(),
+                    playlists,
+                }
+            })
+            .collect();
+        Catalogue::new(songs).expect("dataset track ids are unique")
     }
 
     pub fn len(&self) -> usize {
@@ -274,7 +295,7 @@ pub fn train_model(
     Ok(Trained {
         config,
         weights,
-        catalogue: Catalogue::from_vocabulary(dataset, &vocabulary),
+        catalogue: vocabulary.catalogue(dataset),
         record,
     })
 }
@@ -307,7 +328,7 @@ pub enum TrainError {
         expected: &'static str,
     },
     #[error(transparent)]
-    Model(#[from] crate::model::ConfigError),
+    Model(#[from] setlist_core::shape::ConfigError),
     #[error("libtorch failed during training: {0}")]
     Torch(#[from] tch::TchError),
 }
@@ -495,7 +516,7 @@ fn init_weights(
     seed: u64,
     tied: bool,
 ) -> Weights {
-    let mut weights: Weights = crate::model::initial_weights(config, Some(popularity), seed)
+    let mut weights: Weights = crate::initial_weights(config, Some(popularity), seed)
         .into_iter()
         .filter(|(name, _)| !(tied && name == OUTPUT_WEIGHT))
         .map(|(name, initial)| {

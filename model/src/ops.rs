@@ -2,12 +2,14 @@
 //! whole-model scorer, pipeline stages and output shards all call these, so
 //! a partitioned pipeline runs exactly the arithmetic of the whole model.
 
-use super::{ModelConfig, OUTPUT_BIAS, OUTPUT_WEIGHT, Weights};
+use crate::Weights;
+use setlist_core::query::sort_scored;
+use setlist_core::shape::{ModelConfig, OUTPUT_BIAS, OUTPUT_WEIGHT};
 use std::ops::Range;
 use tch::{Kind, Tensor};
 
 /// A song (model index) and its score; the same type travels in top-k frames.
-pub use crate::wire::Scored;
+pub use setlist_core::wire::Scored;
 
 /// What one row of a batch asks of the output: its `k` and the songs it must
 /// not be recommended (the playlist's own tracks, the listener's excludes).
@@ -166,20 +168,6 @@ pub fn top_k(scores: &Tensor, first_song: u32, rows: &[RowQuery]) -> Vec<Vec<Sco
             best
         })
         .collect()
-}
-
-/// Orders by score descending, then song index ascending.
-pub fn sort_scored(list: &mut [Scored]) {
-    list.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.track.cmp(&b.track)));
-}
-
-/// Merges output shards' top-k lists (each sorted) into the overall top `k`.
-pub fn merge_top_k(lists: &[Vec<Scored>], k: usize) -> Vec<Scored> {
-    let mut all: Vec<Scored> = lists.iter().flatten().copied().collect();
-    sort_scored(&mut all);
-    all.dedup_by_key(|s| s.track);
-    all.truncate(k);
-    all
 }
 
 /// Right-pads playlists of track indices into `[B, T]` i64 ids and lengths.

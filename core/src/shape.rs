@@ -1,20 +1,11 @@
-//! The next-song model: embedding → stacked LSTM layers → output projection
-//! over the catalogue.
-//!
-//! Parameters live in a flat map of named tensors, so the whole model, a
-//! pipeline stage and an output shard are all "some of the named tensors"
-//! and run through the same functions in [`ops`]. The names are part of the
-//! slice file format; see [`ModelConfig::layers`].
-
-pub mod ops;
+//! The shape of the next-song model (embedding → stacked LSTM layers →
+//! output projection over the catalogue): its config, its layers and the
+//! named parameters each holds. Shapes only, no tensors: the partition plan,
+//! slice manifests and every service read these without libtorch; the
+//! arithmetic lives in `setlist-model`.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::ops::Range;
-use tch::Tensor;
-
-/// Named parameters of (a part of) the model.
-pub type Weights = BTreeMap<String, Tensor>;
 
 /// Limits on model sizes: large enough for a 10M-song catalogue, small enough
 /// that a typo in a config file fails at once instead of exhausting memory.
@@ -175,36 +166,6 @@ impl ModelConfig {
 pub const OUTPUT_WEIGHT: &str = "output.weight";
 pub const OUTPUT_BIAS: &str = "output.bias";
 
-/// Checks that `weights` holds exactly `expected`, with those shapes.
-pub fn check_weights(weights: &Weights, expected: &[ParamSpec]) -> Result<(), WeightsError> {
-    for spec in expected {
-        let tensor = weights
-            .get(&spec.name)
-            .ok_or_else(|| WeightsError::Missing(spec.name.clone()))?;
-        let shape = tensor.size();
-        if shape != spec.shape {
-            return Err(WeightsError::Shape {
-                name: spec.name.clone(),
-                expected: spec.shape.clone(),
-                found: shape,
-            });
-        }
-        if tensor.kind() != tch::Kind::Float {
-            return Err(WeightsError::Kind {
-                name: spec.name.clone(),
-                found: format!("{:?}", tensor.kind()),
-            });
-        }
-    }
-    if let Some(extra) = weights
-        .keys()
-        .find(|name| !expected.iter().any(|s| &s.name == *name))
-    {
-        return Err(WeightsError::Unexpected(extra.clone()));
-    }
-    Ok(())
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WeightsError {
     #[error("tensor \"{0}\" is missing")]
@@ -219,45 +180,6 @@ pub enum WeightsError {
     },
     #[error("tensor \"{name}\" holds {found}, but Setlist stores f32")]
     Kind { name: String, found: String },
-}
-
-/// Fresh weights for `config`, seeded: the starting point of training, and
-/// the "random-weight model" of tests and benchmarks. With `popularity`
-/// (training playlists per song) the output bias starts at the centred log
-/// popularity, so the untrained model already ranks like the popularity
-/// baseline and training learns only what differs from it.
-pub fn initial_weights(config: &ModelConfig, popularity: Option<&[u32]>, seed: u64) -> Weights {
-    let _guard = tch::no_grad_guard();
-    tch::manual_seed(seed as i64);
-    let bound = 1.0 / (config.hidden_dim as f64).sqrt();
-    let hidden = config.hidden_dim as i64;
-    config
-        .all_params()
-        .into_iter()
-        .map(|spec| {
-            let options = (tch::Kind::Float, tch::Device::Cpu);
-            let tensor = match spec.name.as_str() {
-                "embedding.weight" => Tensor::randn(spec.shape.as_slice(), options) * 0.1,
-                OUTPUT_BIAS => match popularity {
-                    Some(counts) => {
-                        let log: Vec<f32> = counts.iter().map(|&c| (c as f32 + 1.0).ln()).collect();
-                        let log = Tensor::from_slice(&log);
-                        &log - log.mean(tch::Kind::Float)
-                    }
-                    None => Tensor::randn(spec.shape.as_slice(), options) * 0.1,
-                },
-                name => {
-                    let t = Tensor::rand(spec.shape.as_slice(), options) * (2.0 * bound) - bound;
-                    if name.ends_with(".bias_ih") {
-                        // A forget-gate bias of 1 keeps early context alive while training starts.
-                        let _ = t.narrow(0, hidden, hidden).fill_(1.0);
-                    }
-                    t
-                }
-            };
-            (spec.name, tensor)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! the plan allows, the pipeline of slices gives the same top-k as the whole
 //! model, with scores within 1e-5.
 
-use setlist_core::artifact::Model;
-use setlist_core::model::ModelConfig;
-use setlist_core::model::ops::{RowQuery, Scored};
-use setlist_core::pipeline::{self, LocalPipeline, Recommender};
 use setlist_core::plan::PartitionPlan;
-use setlist_core::slice::{self, SliceError, SliceSet};
+use setlist_core::shape::ModelConfig;
+use setlist_core::slice::{SliceError, SliceSet};
+use setlist_model::artifact::Model;
+use setlist_model::ops::{RowQuery, Scored};
+use setlist_model::pipeline::{self, LocalPipeline, Recommender};
+use setlist_model::slice::{self, LoadParts};
 
 const TOLERANCE: f32 = 1e-5;
 
