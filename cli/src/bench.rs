@@ -22,6 +22,9 @@ pub enum BenchCommand {
     /// The whole model in one process against the partitioned pipeline over
     /// Kafka (1–4 stages, with and without micro-batching), with the broker's floor.
     Pipeline(crate::bench_pipeline::PipelineBenchArgs),
+    /// A fixed request rate against a running dispatcher, with distinct
+    /// playlists and clients that hang up: latency, outcomes, memory.
+    Load(crate::bench_load::LoadBenchArgs),
     /// (internal) Load one part in a fresh process and report its memory.
     #[command(hide = true)]
     MemoryProbe(MemoryProbeArgs),
@@ -70,6 +73,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Model(args) => bench_model(args),
         BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
+        BenchCommand::Load(args) => crate::bench_load::run(args),
         BenchCommand::MemoryProbe(args) => memory_probe(args),
     }
 }

@@ -2,6 +2,7 @@
 //! system on one machine.
 
 mod bench;
+mod bench_load;
 mod bench_pipeline;
 mod broker;
 mod data;
