@@ -3,6 +3,8 @@
 //! shape, so every component (CLI, nodes, operator) computes the same plan.
 
 use crate::shape::ModelConfig;
+use crate::slice::Part;
+use crate::wire::{BodyShape, Dtype, FrameShape, Limits};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Range;
@@ -153,6 +155,227 @@ impl PartitionPlan {
             .chain(self.output_shards.iter().map(|s| s.bytes))
             .max()
             .unwrap_or(0)
+    }
+}
+
+/// The compute node's default for the largest Kafka message it produces,
+/// which `setlist plan` and `setlist slice` check a plan against unless told
+/// otherwise; under Kafka's default limit of about 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The compute node's default for the requests it runs in one forward pass.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 64;
+
+/// A link of the pipeline: the frames one part sends the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// Into stage k: track ids from the dispatcher for stage 0, activations
+    /// of every position from stage k - 1 after it.
+    ToStage(u32),
+    /// The last stage's hidden state (one position per request), to every
+    /// output shard.
+    ToShards,
+    /// An output shard's top-k, to the dispatcher replica that asked.
+    ToDispatcher,
+}
+
+impl Link {
+    /// The link that `part`'s output travels on, in a plan of `stages` stages.
+    pub fn output_of(part: Part, stages: u32) -> Link {
+        match part {
+            Part::Stage(k) if k + 1 < stages => Link::ToStage(k + 1),
+            Part::Stage(_) => Link::ToShards,
+            Part::OutputShard(_) => Link::ToDispatcher,
+        }
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::ToStage(0) => write!(f, "dispatcher -> stage 0"),
+            Link::ToStage(k) => write!(f, "stage {} -> stage {k}", k - 1),
+            Link::ToShards => write!(f, "last stage -> output shards"),
+            Link::ToDispatcher => write!(f, "output shards -> dispatcher"),
+        }
+    }
+}
+
+/// The batches a plan's frame sizes are computed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameBatch {
+    /// Requests per frame.
+    pub rows: usize,
+    /// Whether the stages send their activations as f16.
+    pub half_precision: bool,
+}
+
+/// The largest frames one link carries: a batch of [`FrameBatch::rows`]
+/// requests that each have the model's `max_history` positions and every
+/// exclusion, hop and header byte the wire format allows. A frame that
+/// passes a node's checks is never larger, row for row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkFrames {
+    pub link: Link,
+    pub shape: FrameShape,
+}
+
+impl LinkFrames {
+    /// The largest frame holding a single request: what must fit one Kafka
+    /// message, because a frame is split between requests, never inside one.
+    pub fn one_request_bytes(&self) -> usize {
+        FrameShape {
+            rows: 1,
+            ..self.shape
+        }
+        .encoded_len()
+    }
+
+    /// The largest frame of a whole batch, before it is split to fit.
+    pub fn batch_bytes(&self) -> usize {
+        self.shape.encoded_len()
+    }
+
+    /// How many messages of at most `max_message_bytes` such a batch takes,
+    /// or `None` if one request alone does not fit.
+    pub fn messages(&self, max_message_bytes: usize) -> Option<usize> {
+        self.shape.messages(max_message_bytes)
+    }
+
+    /// The request in words, for sizes and errors.
+    fn request(&self) -> String {
+        let body = match self.shape.body {
+            BodyShape::Activations {
+                dtype: Dtype::TrackIds,
+                positions_per_row,
+                ..
+            } => format!("{positions_per_row} track ids"),
+            BodyShape::Activations {
+                dtype,
+                dim,
+                positions_per_row,
+            } => {
+                let kind = if dtype == Dtype::F16 { "f16" } else { "f32" };
+                format!("{positions_per_row} x {dim} {kind} values")
+            }
+            BodyShape::TopK { entries_per_row } => format!("{entries_per_row} scored tracks"),
+        };
+        format!("{body} and {} excluded tracks", self.shape.exclude_per_row)
+    }
+
+    /// `Ok` if every request fits a message of `max_message_bytes`; the
+    /// error names the limit as `setting`, the way its user spells it.
+    pub fn check(
+        &self,
+        max_message_bytes: usize,
+        setting: &'static str,
+    ) -> Result<(), FrameTooLarge> {
+        let bytes = self.one_request_bytes();
+        if bytes <= max_message_bytes.min(Limits::V1.max_frame_bytes) {
+            return Ok(());
+        }
+        let f32_activations = matches!(
+            self.shape.body,
+            BodyShape::Activations {
+                dtype: Dtype::F32,
+                ..
+            }
+        );
+        Err(FrameTooLarge {
+            link: self.link,
+            bytes,
+            request: self.request(),
+            setting,
+            max_message_bytes,
+            hint: if f32_activations {
+                ", send the activations as f16"
+            } else {
+                ""
+            },
+        })
+    }
+}
+
+impl fmt::Display for LinkFrames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<28} one request {:>9} bytes, {} requests {:>10} bytes ({})",
+            self.link.to_string(),
+            self.one_request_bytes(),
+            self.shape.rows,
+            self.batch_bytes(),
+            self.request()
+        )
+    }
+}
+
+/// One request is larger than a Kafka message may be, so no frame holding
+/// it can be sent.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "one request on the link {link} can be {bytes} bytes ({request}, with every hop and header the wire format allows), over {setting} of {max_message_bytes}; raise {setting} (and the brokers' message.max.bytes) to at least {bytes}{hint}, or use a model with a shorter max_history or smaller layers"
+)]
+pub struct FrameTooLarge {
+    pub link: Link,
+    pub bytes: usize,
+    pub request: String,
+    pub setting: &'static str,
+    pub max_message_bytes: usize,
+    hint: &'static str,
+}
+
+impl PartitionPlan {
+    /// The links of the pipeline in order: into each stage, to the shards,
+    /// back to the dispatcher.
+    pub fn links(&self) -> Vec<Link> {
+        let stages = self.stages.len() as u32;
+        let mut links: Vec<Link> = (0..stages).map(Link::ToStage).collect();
+        links.extend([Link::ToShards, Link::ToDispatcher]);
+        links
+    }
+
+    /// The largest frames on `link` for batches of `batch`.
+    pub fn link_frames(&self, config: &ModelConfig, link: Link, batch: FrameBatch) -> LinkFrames {
+        let activations = if batch.half_precision {
+            Dtype::F16
+        } else {
+            Dtype::F32
+        };
+        let body = match link {
+            Link::ToStage(0) => BodyShape::Activations {
+                dtype: Dtype::TrackIds,
+                dim: 1,
+                positions_per_row: config.max_history,
+            },
+            Link::ToStage(k) => BodyShape::Activations {
+                dtype: activations,
+                dim: self.stages.get(k as usize).map_or(config.hidden_dim, |s| {
+                    config.layer_output_dim(s.first_layer as usize - 1)
+                }),
+                positions_per_row: config.max_history,
+            },
+            Link::ToShards => BodyShape::Activations {
+                dtype: activations,
+                dim: config.layer_output_dim(config.lstm_layers as usize),
+                positions_per_row: 1,
+            },
+            Link::ToDispatcher => BodyShape::TopK {
+                entries_per_row: Limits::V1.max_k,
+            },
+        };
+        LinkFrames {
+            link,
+            shape: FrameShape::largest(batch.rows, body, &Limits::V1),
+        }
+    }
+
+    /// The largest frames on every link, in pipeline order.
+    pub fn frame_sizes(&self, config: &ModelConfig, batch: FrameBatch) -> Vec<LinkFrames> {
+        self.links()
+            .into_iter()
+            .map(|link| self.link_frames(config, link, batch))
+            .collect()
     }
 }
 
@@ -318,6 +541,111 @@ mod tests {
             (1, 3)
         );
         assert_eq!(plan.output_shards[3].songs(), 750_000..1_000_000);
+    }
+
+    fn batch(rows: usize, half_precision: bool) -> FrameBatch {
+        FrameBatch {
+            rows,
+            half_precision,
+        }
+    }
+
+    #[test]
+    fn every_link_carries_what_its_receiver_reads() {
+        let c = config(2, 1000);
+        let plan = PartitionPlan::new(&c, 3, 2).unwrap();
+        assert_eq!(
+            plan.links(),
+            [
+                Link::ToStage(0),
+                Link::ToStage(1),
+                Link::ToStage(2),
+                Link::ToShards,
+                Link::ToDispatcher
+            ]
+        );
+        let bodies: Vec<BodyShape> = plan
+            .frame_sizes(&c, batch(8, true))
+            .iter()
+            .map(|f| f.shape.body)
+            .collect();
+        let floats = |dim, positions_per_row| BodyShape::Activations {
+            dtype: Dtype::F16,
+            dim,
+            positions_per_row,
+        };
+        assert_eq!(
+            bodies,
+            [
+                BodyShape::Activations {
+                    dtype: Dtype::TrackIds,
+                    dim: 1,
+                    positions_per_row: 50
+                },
+                floats(16, 50),
+                floats(32, 50),
+                floats(32, 1),
+                BodyShape::TopK {
+                    entries_per_row: 1000
+                },
+            ]
+        );
+        assert_eq!(Link::output_of(Part::Stage(1), 3), Link::ToStage(2));
+        assert_eq!(Link::output_of(Part::Stage(2), 3), Link::ToShards);
+        assert_eq!(Link::output_of(Part::OutputShard(1), 3), Link::ToDispatcher);
+    }
+
+    #[test]
+    fn the_largest_request_is_every_position_exclusion_and_hop() {
+        let c = config(2, 1000);
+        let plan = PartitionPlan::new(&c, 3, 1).unwrap();
+        let frames = plan.link_frames(&c, Link::ToStage(2), batch(64, false));
+        // Header: 24 fixed bytes, a 64-byte model version, a 256-byte trace
+        // context, 64 hops of 18 bytes; activations add dtype and dim.
+        let fixed = 24 + 64 + 256 + 64 * 18 + 5;
+        // A row: 30 bytes, 10 000 exclusions, its length, 50 x 32 f32 values.
+        let row = 30 + 4 * 10_000 + 4 + 50 * 32 * 4;
+        assert_eq!(frames.one_request_bytes(), fixed + row);
+        assert_eq!(frames.batch_bytes(), fixed + 64 * row);
+        // 21 such requests fit in 1 000 000 bytes, so 64 take 4 messages.
+        assert_eq!(frames.messages(1_000_000), Some(4));
+        assert_eq!(frames.messages(fixed + row - 1), None);
+        let halves = plan.link_frames(&c, Link::ToStage(2), batch(64, true));
+        assert_eq!(halves.one_request_bytes(), fixed + row - 50 * 32 * 2);
+    }
+
+    #[test]
+    fn a_request_larger_than_a_message_is_refused_with_the_numbers() {
+        let c = ModelConfig {
+            hidden_dim: 1024,
+            ..config(2, 1000)
+        };
+        let plan = PartitionPlan::new(&c, 3, 1).unwrap();
+        let frames = plan.link_frames(&c, Link::ToStage(2), batch(64, false));
+        let bytes = frames.one_request_bytes();
+        let check = |frames: &LinkFrames, max| frames.check(max, "max_message_bytes");
+        assert!(check(&frames, bytes).is_ok());
+        assert_eq!(
+            check(&frames, 65_536).unwrap_err().to_string(),
+            format!(
+                "one request on the link stage 1 -> stage 2 can be {bytes} bytes (50 x 1024 f32 values and 10000 excluded tracks, with every hop and header the wire format allows), over max_message_bytes of 65536; raise max_message_bytes (and the brokers' message.max.bytes) to at least {bytes}, send the activations as f16, or use a model with a shorter max_history or smaller layers"
+            )
+        );
+        // Neither track ids nor top-k lists get smaller in f16.
+        let ids = plan.link_frames(&c, Link::ToStage(0), batch(64, false));
+        let error = ids
+            .check(1000, "--max-message-bytes")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("f16"), "{error}");
+        assert!(error.contains("over --max-message-bytes of 1000; raise --max-message-bytes"));
+        assert!(check(&frames, usize::MAX).is_ok());
+        let short = ModelConfig {
+            max_history: 1,
+            ..c
+        };
+        let shards = plan.link_frames(&short, Link::ToShards, batch(1, false));
+        assert!(check(&shards, 65_536).is_ok());
     }
 
     #[test]

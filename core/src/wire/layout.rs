@@ -4,8 +4,8 @@
 
 use super::codec::{Reader, Writer};
 use super::{
-    Activations, Body, Dtype, Frame, Header, Hop, Kind, Limits, MAGIC, RowMeta, Scored, VERSION,
-    Values, WireError, validate,
+    Activations, Body, BodyShape, Dtype, Frame, FrameShape, Header, Hop, Kind, Limits, MAGIC,
+    RowMeta, Scored, VERSION, Values, WireError, validate,
 };
 
 /// stage u16, queue_us u32, compute_us u32, sent_unix_us u64.
@@ -200,13 +200,57 @@ pub(super) fn write_frame(frame: &Frame) -> Result<Vec<u8>, WireError> {
 /// count and, for activations, dtype and dim. Every piece of a split repeats
 /// them.
 pub(super) fn fixed_len(frame: &Frame) -> usize {
-    let header = MAGIC.len() + 2 + 1 + 1 + 2 + frame.model_version.len() + 2 + 4;
-    let hops = 2 + frame.trace_context.len() + 2 + HOP_LEN * frame.hops.len();
-    let body = match frame.body {
-        Body::Activations(_) => 1 + 4,
-        Body::TopK(_) => 0,
+    let kind = match frame.body {
+        Body::Activations(_) => Kind::Activations,
+        Body::TopK(_) => Kind::TopK,
+    };
+    fixed_len_of(
+        frame.model_version.len(),
+        frame.trace_context.len(),
+        frame.hops.len(),
+        kind,
+    )
+}
+
+fn fixed_len_of(model_version: usize, trace_context: usize, hops: usize, kind: Kind) -> usize {
+    let header = MAGIC.len() + 2 + 1 + 1 + 2 + model_version + 2 + 4;
+    let hops = 2 + trace_context + 2 + HOP_LEN * hops;
+    let body = match kind {
+        Kind::Activations => 1 + 4,
+        Kind::TopK => 0,
     };
     header + hops + 4 + body
+}
+
+pub(super) fn shape_fixed_len(shape: &FrameShape) -> usize {
+    let kind = match shape.body {
+        BodyShape::Activations { .. } => Kind::Activations,
+        BodyShape::TopK { .. } => Kind::TopK,
+    };
+    fixed_len_of(
+        shape.model_version_bytes,
+        shape.trace_context_bytes,
+        shape.hops,
+        kind,
+    )
+}
+
+/// A row of `shape`: what [`row_meta_len`] and [`row_body_len`] give for it.
+pub(super) fn shape_row_len(shape: &FrameShape) -> usize {
+    let body = match shape.body {
+        BodyShape::Activations {
+            dtype,
+            dim,
+            positions_per_row,
+        } => (positions_per_row as usize)
+            .saturating_mul(dim as usize)
+            .saturating_mul(dtype.size())
+            .saturating_add(LENGTH_LEN),
+        BodyShape::TopK { entries_per_row } => {
+            TOPK_COUNT_LEN.saturating_add(SCORED_LEN.saturating_mul(entries_per_row))
+        }
+    };
+    (ROW_FIXED_LEN + 4 * shape.exclude_per_row).saturating_add(body)
 }
 
 pub(super) fn row_meta_len(row: &RowMeta) -> usize {

@@ -126,6 +126,34 @@ pub enum Dtype {
     TrackIds = 2,
 }
 
+/// A frame that has not been built, by its size-determining counts: `rows`
+/// rows that each carry `exclude_per_row` exclusions and a body of `body`.
+/// Its lengths are exact (what [`Frame::encoded_len`] gives for such a
+/// frame), so a partition plan can size the largest frames a pipeline sends
+/// without allocating them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameShape {
+    pub model_version_bytes: usize,
+    pub trace_context_bytes: usize,
+    pub hops: usize,
+    pub rows: usize,
+    pub exclude_per_row: usize,
+    pub body: BodyShape,
+}
+
+/// What each row of a [`FrameShape`] carries in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyShape {
+    Activations {
+        dtype: Dtype,
+        dim: u32,
+        positions_per_row: u32,
+    },
+    TopK {
+        entries_per_row: usize,
+    },
+}
+
 /// The routing fields at the front of a frame, read by [`peek_header`]
 /// without touching the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -273,6 +301,48 @@ impl Frame {
 /// Success says nothing about the rest of the frame.
 pub fn peek_header(bytes: &[u8]) -> Result<Header<'_>, WireError> {
     layout::read_header(&mut codec::Reader::new(bytes), &Limits::V1)
+}
+
+impl FrameShape {
+    /// The largest frame of `rows` rows of `body` that `limits` allow: the
+    /// longest model version and trace context, every hop, every exclusion.
+    pub fn largest(rows: usize, body: BodyShape, limits: &Limits) -> FrameShape {
+        FrameShape {
+            model_version_bytes: limits.max_model_version_bytes,
+            trace_context_bytes: limits.max_trace_context_bytes,
+            hops: limits.max_hops,
+            rows,
+            exclude_per_row: limits.max_exclude,
+            body,
+        }
+    }
+
+    /// The bytes every frame of this shape has whatever its row count (and
+    /// every piece of a split repeats).
+    pub fn fixed_len(&self) -> usize {
+        layout::shape_fixed_len(self)
+    }
+
+    /// The bytes each row adds: its metadata and its share of the body.
+    pub fn row_len(&self) -> usize {
+        layout::shape_row_len(self)
+    }
+
+    /// The exact length such a frame encodes to (saturating: no valid frame
+    /// comes near `usize::MAX`).
+    pub fn encoded_len(&self) -> usize {
+        self.fixed_len()
+            .saturating_add(self.rows.saturating_mul(self.row_len()))
+    }
+
+    /// How many messages of at most `max_bytes` [`Frame::split_to_fit`]
+    /// cuts such a frame into, or `None` if one row alone does not fit.
+    pub fn messages(&self, max_bytes: usize) -> Option<usize> {
+        let budget = max_bytes.min(Limits::V1.max_frame_bytes);
+        let room = budget.checked_sub(self.fixed_len())?;
+        let per_message = (room / self.row_len().max(1)).min(Limits::V1.max_rows);
+        (per_message > 0).then(|| self.rows.div_ceil(per_message).max(1))
+    }
 }
 
 impl Activations {

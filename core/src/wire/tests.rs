@@ -703,3 +703,122 @@ fn documented_sizes() {
         [40, 24]
     );
 }
+
+/// The shape of [`typical`]'s frames, for the size arithmetic without a frame.
+fn typical_shape(rows: usize, body: BodyShape) -> FrameShape {
+    FrameShape {
+        model_version_bytes: "demo-v1".len(),
+        trace_context_bytes: 55,
+        hops: 1,
+        rows,
+        exclude_per_row: 50,
+        body,
+    }
+}
+
+#[test]
+fn frame_shapes_size_frames_exactly_without_building_them() {
+    let f32s = |n| Values::F32(vec![0.0; n]);
+    let f16s = |n| Values::F16(vec![f16::ZERO; n]);
+    let ids = |n| Values::TrackIds(vec![0; n]);
+    let activations = |dtype, dim| BodyShape::Activations {
+        dtype,
+        dim,
+        positions_per_row: 50,
+    };
+    for rows in [1, 8, 32] {
+        let cases: [(Frame, BodyShape); 3] = [
+            (typical(rows, 256, f32s), activations(Dtype::F32, 256)),
+            (typical(rows, 256, f16s), activations(Dtype::F16, 256)),
+            (typical(rows, 1, ids), activations(Dtype::TrackIds, 1)),
+        ];
+        for (frame, body) in cases {
+            assert_eq!(typical_shape(rows, body).encoded_len(), frame.encoded_len());
+        }
+        let mut topk = typical(rows, 1, ids);
+        topk.body = Body::TopK(vec![
+            vec![
+                Scored {
+                    track: 0,
+                    score: 0.0
+                };
+                10
+            ];
+            rows
+        ]);
+        let body = BodyShape::TopK {
+            entries_per_row: 10,
+        };
+        assert_eq!(typical_shape(rows, body).encoded_len(), topk.encoded_len());
+    }
+}
+
+#[test]
+fn frame_shapes_count_the_messages_split_to_fit_makes() {
+    let kafka = 1 << 20;
+    let f32s = |n| Values::F32(vec![0.0; n]);
+    for rows in [1, 20, 21, 32, 64] {
+        let shape = typical_shape(
+            rows,
+            BodyShape::Activations {
+                dtype: Dtype::F32,
+                dim: 256,
+                positions_per_row: 50,
+            },
+        );
+        let pieces = typical(rows, 256, f32s).split_to_fit(kafka).unwrap();
+        assert_eq!(shape.messages(kafka), Some(pieces.len()), "{rows} rows");
+    }
+    let one = typical_shape(
+        1,
+        BodyShape::Activations {
+            dtype: Dtype::F32,
+            dim: 256,
+            positions_per_row: 50,
+        },
+    );
+    let too_small = one.encoded_len() - 1;
+    assert_eq!(one.messages(too_small), None);
+    assert!(matches!(
+        typical(1, 256, f32s).split_to_fit(too_small),
+        Err(WireError::RowTooLarge { .. })
+    ));
+}
+
+#[test]
+fn the_largest_shape_takes_every_limit() {
+    let shape = FrameShape::largest(
+        2,
+        BodyShape::TopK {
+            entries_per_row: 1000,
+        },
+        &Limits::V1,
+    );
+    let frame = Frame {
+        model_version: "m".repeat(64),
+        stage: 0,
+        reply_to: 0,
+        trace_context: "t".repeat(256),
+        hops: vec![Hop::default(); 64],
+        rows: vec![
+            RowMeta {
+                request_id: 0,
+                deadline_unix_ms: 0,
+                k: 1000,
+                exclude: vec![0; 10_000],
+            };
+            2
+        ],
+        body: Body::TopK(vec![
+            vec![
+                Scored {
+                    track: 0,
+                    score: 0.0
+                };
+                1000
+            ];
+            2
+        ]),
+    };
+    assert_eq!(shape.encoded_len(), frame.encode().unwrap().len());
+}
