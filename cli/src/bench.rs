@@ -25,6 +25,9 @@ pub enum BenchCommand {
     /// A fixed request rate against a running dispatcher, with distinct
     /// playlists and clients that hang up: latency, outcomes, memory.
     Load(crate::bench_load::LoadBenchArgs),
+    /// SIGKILL a node of a running `setlist up` under load, and time how
+    /// long until listeners get fresh model answers again.
+    Recovery(crate::bench_recovery::RecoveryBenchArgs),
     /// (internal) Load one part in a fresh process and report its memory.
     #[command(hide = true)]
     MemoryProbe(MemoryProbeArgs),
@@ -74,6 +77,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Model(args) => bench_model(args),
         BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
         BenchCommand::Load(args) => crate::bench_load::run(args),
+        BenchCommand::Recovery(args) => crate::bench_recovery::run(args),
         BenchCommand::MemoryProbe(args) => memory_probe(args),
     }
 }

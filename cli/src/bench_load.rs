@@ -54,7 +54,7 @@ pub struct LoadBenchArgs {
 
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Outcome {
+pub enum Outcome {
     Model,
     Cached,
     Fallback(String),
@@ -64,10 +64,10 @@ enum Outcome {
     Aborted,
 }
 
-struct Sample {
-    due: Instant,
-    latency: Duration,
-    outcome: Outcome,
+pub struct Sample {
+    pub due: Instant,
+    pub latency: Duration,
+    pub outcome: Outcome,
 }
 
 pub fn run(args: LoadBenchArgs) -> Result<()> {
@@ -86,14 +86,7 @@ pub fn run(args: LoadBenchArgs) -> Result<()> {
     } else {
         args.catalogue.clone()
     };
-    let ids = song_ids(&path)
-        .with_context(|| format!("cannot read the song ids in {}", path.display()))?;
-    anyhow::ensure!(
-        ids.len() >= args.tracks,
-        "the catalogue has {} songs, fewer than --tracks {}",
-        ids.len(),
-        args.tracks
-    );
+    let ids = song_ids(&path)?;
     // The client shares the machine with the system under test: one worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -109,55 +102,90 @@ pub fn run(args: LoadBenchArgs) -> Result<()> {
 }
 
 /// The `id` of every song in a catalogue.jsonl.
-fn song_ids(path: &std::path::Path) -> Result<Vec<String>> {
-    std::fs::read_to_string(path)?
-        .lines()
-        .enumerate()
-        .map(|(n, line)| {
-            let song: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("line {} is not JSON", n + 1))?;
-            song["id"]
-                .as_str()
-                .map(str::to_string)
-                .with_context(|| format!("line {} has no \"id\"", n + 1))
-        })
-        .collect()
+pub fn song_ids(path: &std::path::Path) -> Result<Vec<String>> {
+    let read = || -> Result<Vec<String>> {
+        std::fs::read_to_string(path)?
+            .lines()
+            .enumerate()
+            .map(|(n, line)| {
+                let song: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("line {} is not JSON", n + 1))?;
+                song["id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .with_context(|| format!("line {} has no \"id\"", n + 1))
+            })
+            .collect()
+    };
+    read().with_context(|| format!("cannot read the song ids in {}", path.display()))
 }
 
-async fn offer_load(args: &LoadBenchArgs, ids: &[String]) -> Result<Vec<Sample>> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http();
-    let uri: hyper::Uri = format!("{}/v1/recommendations", args.url.trim_end_matches('/'))
-        .parse()
-        .context("--url is not an HTTP address")?;
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    let period = Duration::from_secs_f64(1.0 / args.rate);
-    let started = Instant::now();
-    let total = (args.rate * args.seconds as f64) as u64;
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..total {
-        let due = started + period.mul_f64(n as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let playlist: Vec<&String> = ids.sample(&mut rng, args.tracks).collect();
+/// Listeners asking for recommendations: a distinct random playlist each
+/// time, over pooled keep-alive connections, some hanging up on purpose.
+pub struct Listeners {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    uri: hyper::Uri,
+    ids: Vec<String>,
+    rng: ChaCha8Rng,
+    tracks: usize,
+    k: usize,
+    deadline_ms: u64,
+    abort_share: f64,
+}
+
+impl Listeners {
+    /// Listeners of the dispatcher at `url`, drawing playlists of `tracks`
+    /// songs from `ids`.
+    pub fn new(
+        url: &str,
+        ids: Vec<String>,
+        tracks: usize,
+        k: usize,
+        deadline_ms: u64,
+        abort_share: f64,
+        seed: u64,
+    ) -> Result<Listeners> {
+        anyhow::ensure!(
+            ids.len() >= tracks,
+            "the catalogue has {} songs, fewer than --tracks {tracks}",
+            ids.len()
+        );
+        Ok(Listeners {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build_http(),
+            uri: format!("{}/v1/recommendations", url.trim_end_matches('/'))
+                .parse()
+                .context("--url is not an HTTP address")?,
+            ids,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            tracks,
+            k,
+            deadline_ms,
+            abort_share,
+        })
+    }
+
+    /// One request, due at `due`: the future sends it and resolves to how
+    /// it ended, its latency counted from `due`.
+    pub fn ask(&mut self, due: Instant) -> impl Future<Output = Sample> + Send + 'static {
+        let playlist: Vec<&String> = self.ids.sample(&mut self.rng, self.tracks).collect();
         let body = serde_json::json!({
             "tracks": playlist,
-            "k": args.k,
-            "deadline_ms": args.deadline_ms,
+            "k": self.k,
+            "deadline_ms": self.deadline_ms,
         })
         .to_string();
-        let request = hyper::Request::post(uri.clone())
+        let request = hyper::Request::post(self.uri.clone())
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))?;
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid request");
         // A client that hangs up does so before any answer could come.
-        let hang_up = (rng.random::<f64>() < args.abort_share)
-            .then(|| Duration::from_micros(rng.random_range(100..2_000)));
-        let client = client.clone();
-        let samples = samples.clone();
-        let counted = due >= started + Duration::from_secs(args.warmup_seconds);
-        let limit = Duration::from_millis(args.deadline_ms + 5_000);
-        tasks.spawn(async move {
+        let hang_up = (self.rng.random::<f64>() < self.abort_share)
+            .then(|| Duration::from_micros(self.rng.random_range(100..2_000)));
+        let limit = Duration::from_millis(self.deadline_ms + 5_000);
+        let client = self.client.clone();
+        async move {
             let call = async {
                 let response = client.request(request).await?;
                 let status = response.status();
@@ -174,12 +202,40 @@ async fn offer_load(args: &LoadBenchArgs, ids: &[String]) -> Result<Vec<Sample>>
                     Err(_) => Outcome::Error(format!("no answer in {limit:?}")),
                 },
             };
-            if counted {
-                samples.lock().expect("samples lock").push(Sample {
-                    due,
-                    latency: due.elapsed(),
-                    outcome,
-                });
+            Sample {
+                due,
+                latency: due.elapsed(),
+                outcome,
+            }
+        }
+    }
+}
+
+async fn offer_load(args: &LoadBenchArgs, ids: &[String]) -> Result<Vec<Sample>> {
+    let mut listeners = Listeners::new(
+        &args.url,
+        ids.to_vec(),
+        args.tracks,
+        args.k,
+        args.deadline_ms,
+        args.abort_share,
+        args.seed,
+    )?;
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    let started = Instant::now();
+    let counted_from = started + Duration::from_secs(args.warmup_seconds);
+    let total = (args.rate * args.seconds as f64) as u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        let due = started + period.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let request = listeners.ask(due);
+        let samples = samples.clone();
+        tasks.spawn(async move {
+            let sample = request.await;
+            if sample.due >= counted_from {
+                samples.lock().expect("samples lock").push(sample);
             }
         });
         // Reap finished requests as we go, so the set stays small.

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_load;
 mod bench_pipeline;
+mod bench_recovery;
 mod broker;
 mod data;
 mod progress;
