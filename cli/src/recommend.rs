@@ -46,9 +46,7 @@ enum Pending {
 
 pub fn run(args: RecommendArgs) -> Result<()> {
     let limits = Limits::default();
-    limits
-        .check("", &[], args.k)
-        .context("--k is out of range")?;
+    limits.check_k(args.k).context("--k is out of range")?;
     let recommender: Box<dyn Recommender> = match (&args.model, &args.slices) {
         (Some(dir), _) => Box::new(
             Model::load(dir).with_context(|| format!("cannot load the model {}", dir.display()))?,
@@ -88,13 +86,13 @@ pub fn run(args: RecommendArgs) -> Result<()> {
         // Read at most one byte past the limit, so a huge line is refused
         // without holding it in memory.
         let read = (&mut reader)
-            .take(limits.max_line_bytes as u64 + 1)
+            .take(limits.max_request_bytes as u64 + 1)
             .read_line(&mut line)
             .with_context(|| format!("cannot read {} line {}", args.input.display(), lines + 1))?;
         let end_of_input = read == 0;
         if !end_of_input {
             lines += 1;
-            if line.len() > limits.max_line_bytes && !line.ends_with('\n') {
+            if line.len() > limits.max_request_bytes && !line.ends_with('\n') {
                 skip_rest_of_line(&mut reader)?;
             }
             let text = line.trim_end_matches(['\n', '\r']);

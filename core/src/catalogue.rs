@@ -4,6 +4,7 @@
 
 use crate::wire::Scored;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufWriter, Write};
@@ -84,7 +85,20 @@ impl Catalogue {
     /// The `k` most popular songs not in `exclude`, scored by the share of
     /// training playlists that hold them: the answer when the model cannot
     /// give one.
+    ///
+    /// Each candidate is looked up in `exclude` by binary search, so up to
+    /// 10,000 excludes cost a few comparisons per candidate, not a scan.
+    /// Callers that already hold `exclude` sorted (the dispatcher does) pay
+    /// only a check; any other order (a playlist, in play order) is sorted
+    /// into a copy first.
     pub fn popular(&self, k: usize, exclude: &[u32]) -> Vec<Scored> {
+        let exclude: Cow<[u32]> = if exclude.is_sorted() {
+            Cow::Borrowed(exclude)
+        } else {
+            let mut sorted = exclude.to_vec();
+            sorted.sort_unstable();
+            Cow::Owned(sorted)
+        };
         let total = self
             .songs
             .iter()
@@ -94,7 +108,7 @@ impl Catalogue {
             .max(1) as f32;
         self.by_popularity
             .iter()
-            .filter(|i| !exclude.contains(i))
+            .filter(|i| exclude.binary_search(i).is_err())
             .take(k)
             .map(|&i| Scored {
                 track: i,
@@ -161,6 +175,21 @@ mod tests {
         let top: Vec<u32> = c.popular(3, &[1]).iter().map(|s| s.track).collect();
         assert_eq!(top, vec![0, 2, 3]);
         assert_eq!(c.popular(1, &[])[0].score, 1.0);
+    }
+
+    #[test]
+    fn popular_skips_excludes_in_any_order() {
+        let songs: Vec<Song> = (0..100).map(|i| song(&format!("s{i}"), 1000 - i)).collect();
+        let c = Catalogue::new(songs).unwrap();
+        let sorted = [0, 2, 3, 50, 51];
+        let shuffled = [51, 3, 0, 50, 2, 3];
+        let top = |exclude: &[u32]| -> Vec<u32> {
+            c.popular(4, exclude).iter().map(|s| s.track).collect()
+        };
+        assert_eq!(top(&sorted), vec![1, 4, 5, 6]);
+        assert_eq!(top(&shuffled), top(&sorted));
+        let everything: Vec<u32> = (0..100).collect();
+        assert!(c.popular(4, &everything).is_empty());
     }
 
     #[test]
