@@ -1,36 +1,11 @@
-//! The HTTP API's JSON, its limits, and the pure parts of answering:
-//! validation and per-stage timings from a frame's hops.
+//! The HTTP API's JSON and the pure parts of answering: validation
+//! (against the limits every Setlist service shares,
+//! `setlist_core::query::Limits`), why a fallback answered, and per-stage
+//! timings from a frame's hops.
 
 use serde::{Deserialize, Serialize};
-use setlist_core::query::Recommendation;
+use setlist_core::query::{Limits, QueryError, Recommendation};
 use setlist_core::wire::Hop;
-
-/// Limits of one request. `tracks` and `exclude` together become the
-/// frame's exclude list, whose wire limit is 10,000.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_tracks: usize,
-    pub max_exclude: usize,
-    pub max_k: usize,
-    pub max_id_bytes: usize,
-    pub min_deadline_ms: u64,
-    pub max_deadline_ms: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 1024 * 1024,
-            max_tracks: 5_000,
-            max_exclude: 5_000,
-            max_k: 1_000,
-            max_id_bytes: 512,
-            min_deadline_ms: 10,
-            max_deadline_ms: 60_000,
-        }
-    }
-}
 
 /// `POST /v1/recommendations` and `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -54,7 +29,7 @@ pub struct RecommendationResponse {
     pub model_version: String,
     /// True when the answer is the popularity ranking, not the model's.
     pub fallback: bool,
-    /// Why the fallback answered: `no_known_tracks`, `circuit_open`, `deadline`, `publish_failed`.
+    /// Why the fallback answered: a [`FallbackReason`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
     /// Input ids the catalogue does not know (ignored, not fatal).
@@ -85,54 +60,52 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// Parses and checks a request body; the error names the field and the limit.
-pub fn parse_request(body: &[u8], limits: &Limits) -> Result<RecommendationRequest, String> {
-    if body.len() > limits.max_body_bytes {
-        return Err(format!(
-            "the body is {} bytes, over the limit of {}",
-            body.len(),
-            limits.max_body_bytes
-        ));
-    }
-    let request: RecommendationRequest = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not a valid request: {e}"))?;
-    if request.tracks.len() > limits.max_tracks {
-        return Err(format!(
-            "field \"tracks\" has {} tracks, over the limit of {}",
-            request.tracks.len(),
-            limits.max_tracks
-        ));
-    }
-    if request.exclude.len() > limits.max_exclude {
-        return Err(format!(
-            "field \"exclude\" has {} tracks, over the limit of {}",
-            request.exclude.len(),
-            limits.max_exclude
-        ));
-    }
-    for (field, ids) in [("tracks", &request.tracks), ("exclude", &request.exclude)] {
-        if let Some(id) = ids.iter().find(|id| id.len() > limits.max_id_bytes) {
-            return Err(format!(
-                "field \"{field}\" holds an id of {} bytes, over the limit of {}",
-                id.len(),
-                limits.max_id_bytes
-            ));
+/// Why the popularity fallback answered instead of the model; the
+/// response's `fallback_reason` and a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// None of the request's tracks is in the catalogue.
+    NoKnownTracks,
+    /// The pipeline has been failing; the breaker answers without waiting.
+    CircuitOpen,
+    /// The deadline is shorter than the pipeline has lately needed to
+    /// answer; this request alone gets the fallback at once.
+    DeadlineTooShort,
+    /// The pipeline did not answer by the request's deadline.
+    Deadline,
+    /// The broker refused the request's frame.
+    PublishFailed,
+    /// The queue in front of the broker is full.
+    Overloaded,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::NoKnownTracks => "no_known_tracks",
+            FallbackReason::CircuitOpen => "circuit_open",
+            FallbackReason::DeadlineTooShort => "deadline_too_short",
+            FallbackReason::Deadline => "deadline",
+            FallbackReason::PublishFailed => "publish_failed",
+            FallbackReason::Overloaded => "overloaded",
         }
     }
-    if request.k == 0 || request.k > limits.max_k {
-        return Err(format!(
-            "field \"k\" is {}; it must be between 1 and {}",
-            request.k, limits.max_k
-        ));
-    }
-    if let Some(d) = request.deadline_ms
-        && !(limits.min_deadline_ms..=limits.max_deadline_ms).contains(&d)
-    {
-        return Err(format!(
-            "field \"deadline_ms\" is {d}; it must be between {} and {}",
-            limits.min_deadline_ms, limits.max_deadline_ms
-        ));
-    }
+}
+
+/// Parses and checks a request body; the error names the field and the limit.
+pub fn parse_request(body: &[u8], limits: &Limits) -> Result<RecommendationRequest, QueryError> {
+    limits.check_size("body", body.len())?;
+    let request: RecommendationRequest =
+        serde_json::from_slice(body).map_err(|e| QueryError::Invalid {
+            what: "body",
+            reason: e.to_string(),
+        })?;
+    limits.check_query(
+        &request.tracks,
+        &request.exclude,
+        request.k,
+        request.deadline_ms,
+    )?;
     Ok(request)
 }
 
@@ -177,7 +150,11 @@ mod tests {
         };
         let ok = parse_request(br#"{"tracks":["a","b"]}"#, &limits).unwrap();
         assert_eq!((ok.k, ok.deadline_ms), (20, None));
-        let err = |body: &str| parse_request(body.as_bytes(), &limits).unwrap_err();
+        let err = |body: &str| {
+            parse_request(body.as_bytes(), &limits)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
             err(r#"{"tracks":["a","b","c"]}"#),
             "field \"tracks\" has 3 tracks, over the limit of 2"
@@ -201,11 +178,11 @@ mod tests {
         assert!(err(r#"{"tracks":[],"kk":1}"#).contains("unknown field `kk`"));
         assert!(err("{").starts_with("the body is not a valid request"));
         let small = Limits {
-            max_body_bytes: 3,
+            max_request_bytes: 3,
             ..limits
         };
         assert_eq!(
-            parse_request(b"{  }", &small).unwrap_err(),
+            parse_request(b"{  }", &small).unwrap_err().to_string(),
             "the body is 4 bytes, over the limit of 3"
         );
     }

@@ -1,106 +1,162 @@
-//! Recent answers, keyed by model version and input, so a listener who asks
+//! Recent answers, keyed by the model's input, so a listener who asks
 //! twice (or many listeners with the same popular playlist) cost one pass.
-//! Least recently used entries go first; entries also expire.
+//!
+//! Bounded by bytes, not entries: a key holds up to 10,000 excluded tracks
+//! (40 KB), so ten thousand entries could be most of a gigabyte. Entries
+//! also expire. Admission and eviction are `moka`'s TinyLFU, which keeps a
+//! popular playlist's answer over a flood of one-off ones; evictions are
+//! counted by cause.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::Hash;
-use std::time::{Duration, Instant};
+use crate::requests::Answer;
+use moka::notification::RemovalCause;
+use prometheus::IntCounterVec;
+use setlist_core::wire::Scored;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub struct Cache<K, V> {
-    entries: HashMap<K, (V, Instant, u64)>,
-    /// Use tick → key, oldest first.
-    order: BTreeMap<u64, K>,
-    tick: u64,
-    capacity: usize,
-    ttl: Duration,
+/// The model's input for one answer (within one model version: a
+/// dispatcher serves one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AnswerKey {
+    pub history: Vec<u32>,
+    /// Sorted, so equal sets are equal keys.
+    pub exclude: Vec<u32>,
+    pub k: usize,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Cache {
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            tick: 0,
-            capacity,
-            ttl,
+/// What an entry costs beyond its key and value: moka's own bookkeeping
+/// and the allocations' headers, near enough.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// The label an eviction is counted under, if it is one.
+pub fn eviction_cause(cause: RemovalCause) -> Option<&'static str> {
+    match cause {
+        RemovalCause::Size => Some("size"),
+        RemovalCause::Expired => Some("expired"),
+        RemovalCause::Explicit | RemovalCause::Replaced => None,
+    }
+}
+
+/// Counts `store`'s evictions in `evictions` (labels: store, cause).
+pub fn count_evictions<K, V>(
+    evictions: &IntCounterVec,
+    store: &'static str,
+) -> impl Fn(Arc<K>, V, RemovalCause) + Send + Sync + 'static {
+    let evictions = evictions.clone();
+    move |_, _, cause| {
+        if let Some(cause) = eviction_cause(cause) {
+            evictions.with_label_values(&[store, cause]).inc();
+        }
+    }
+}
+
+pub struct AnswerCache {
+    entries: moka::sync::Cache<AnswerKey, Arc<[Scored]>>,
+}
+
+impl AnswerCache {
+    /// Holds at most `max_bytes` (0: nothing) for `ttl` each.
+    pub fn new(max_bytes: u64, ttl: Duration, evictions: &IntCounterVec) -> AnswerCache {
+        AnswerCache {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|key: &AnswerKey, value: &Arc<[Scored]>| weight(key, value))
+                .time_to_live(ttl)
+                .eviction_listener(count_evictions(evictions, "answer_cache"))
+                .build(),
         }
     }
 
-    pub fn get(&mut self, key: &K, now: Instant) -> Option<V> {
-        let (value, inserted, used) = self.entries.get_mut(key)?;
-        if now.duration_since(*inserted) > self.ttl {
-            let used = *used;
-            self.entries.remove(key);
-            self.order.remove(&used);
-            return None;
-        }
-        self.order.remove(used);
-        self.tick += 1;
-        *used = self.tick;
-        self.order.insert(self.tick, key.clone());
-        Some(value.clone())
+    pub fn get(&self, key: &AnswerKey) -> Option<Arc<[Scored]>> {
+        self.entries.get(key)
     }
 
-    pub fn insert(&mut self, key: K, value: V, now: Instant) {
-        if self.capacity == 0 {
-            return;
-        }
-        self.tick += 1;
-        if let Some((_, _, used)) = self.entries.insert(key.clone(), (value, now, self.tick)) {
-            self.order.remove(&used);
-        }
-        self.order.insert(self.tick, key);
-        while self.entries.len() > self.capacity {
-            let (_, oldest) = self.order.pop_first().expect("order tracks every entry");
-            self.entries.remove(&oldest);
-        }
+    pub fn insert(&self, key: AnswerKey, answer: &Answer) {
+        self.entries.insert(key, answer.scored.as_slice().into());
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    /// Bytes held, once pending bookkeeping is done.
+    pub fn bytes(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
+fn weight(key: &AnswerKey, value: &[Scored]) -> u32 {
+    let bytes = ENTRY_OVERHEAD
+        + size_of::<AnswerKey>()
+        + size_of::<u32>() * (key.history.len() + key.exclude.len())
+        + size_of_val(value);
+    u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::Opts;
 
-    #[test]
-    fn evicts_the_least_recently_used() {
-        let t = Instant::now();
-        let mut c = Cache::new(2, Duration::from_secs(60));
-        c.insert("a", 1, t);
-        c.insert("b", 2, t);
-        assert_eq!(c.get(&"a", t), Some(1));
-        c.insert("c", 3, t);
-        assert_eq!(c.get(&"b", t), None, "b was used least recently");
-        assert_eq!(c.get(&"a", t), Some(1));
-        assert_eq!(c.get(&"c", t), Some(3));
-        assert_eq!(c.len(), 2);
+    fn evictions() -> IntCounterVec {
+        IntCounterVec::new(Opts::new("evictions", "Evictions."), &["store", "cause"]).unwrap()
+    }
+
+    fn key(i: u32, excluded: usize) -> AnswerKey {
+        AnswerKey {
+            history: vec![i],
+            exclude: (0..excluded as u32).collect(),
+            k: 20,
+        }
+    }
+
+    fn answer() -> Answer {
+        Answer {
+            scored: (0..20).map(|track| Scored { track, score: 0.5 }).collect(),
+            hops: vec![],
+        }
     }
 
     #[test]
-    fn entries_expire() {
-        let t = Instant::now();
-        let mut c = Cache::new(10, Duration::from_secs(5));
-        c.insert("a", 1, t);
-        assert_eq!(c.get(&"a", t + Duration::from_secs(5)), Some(1));
-        assert_eq!(c.get(&"a", t + Duration::from_secs(6)), None);
-        assert!(c.is_empty());
+    fn answers_come_back_for_the_same_input_only() {
+        let cache = AnswerCache::new(1 << 20, Duration::from_secs(60), &evictions());
+        cache.insert(key(1, 3), &answer());
+        assert_eq!(cache.get(&key(1, 3)).unwrap().len(), 20);
+        assert!(cache.get(&key(1, 4)).is_none());
+        assert!(cache.get(&key(2, 3)).is_none());
+    }
+
+    /// Issue 7, item 9: the cache was bounded by entries, so large keys
+    /// could hold most of a gigabyte.
+    #[test]
+    fn the_cache_never_holds_more_than_its_bytes_and_counts_evictions() {
+        let evictions = evictions();
+        let max_bytes = 1 << 20;
+        let cache = AnswerCache::new(max_bytes, Duration::from_secs(60), &evictions);
+        let big = weight(&key(0, 10_000), &answer().scored) as u64;
+        assert!(
+            big > 40_000,
+            "a key of 10,000 excludes weighs what it holds"
+        );
+        for i in 0..100 {
+            cache.insert(key(i, 10_000), &answer());
+        }
+        assert!(cache.bytes() <= max_bytes, "{} bytes", cache.bytes());
+        assert!(cache.bytes() >= max_bytes - 2 * big, "it is not left empty");
+        let evicted = evictions.with_label_values(&["answer_cache", "size"]).get();
+        assert!(evicted >= 100 - max_bytes / big, "{evicted} evictions");
     }
 
     #[test]
-    fn reinserting_replaces_without_growing() {
-        let t = Instant::now();
-        let mut c = Cache::new(2, Duration::from_secs(60));
-        c.insert("a", 1, t);
-        c.insert("a", 2, t);
-        c.insert("b", 3, t);
-        assert_eq!(c.get(&"a", t), Some(2));
-        assert_eq!(c.len(), 2);
+    fn a_zero_byte_cache_holds_nothing() {
+        let cache = AnswerCache::new(0, Duration::from_secs(60), &evictions());
+        cache.insert(key(1, 0), &answer());
+        assert_eq!(cache.bytes(), 0);
+        assert!(cache.get(&key(1, 0)).is_none());
+    }
+
+    #[test]
+    fn explicit_removals_are_not_evictions() {
+        assert_eq!(eviction_cause(RemovalCause::Replaced), None);
+        assert_eq!(eviction_cause(RemovalCause::Explicit), None);
+        assert_eq!(eviction_cause(RemovalCause::Size), Some("size"));
+        assert_eq!(eviction_cause(RemovalCause::Expired), Some("expired"));
     }
 }

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use setlist_core::query::Limits;
 use setlist_core::telemetry::LogFormat;
 use setlist_service::config::{self as settings, ConfigError, out_of_range, required};
 use std::net::SocketAddr;
@@ -58,10 +59,19 @@ pub struct Args {
     #[arg(long, env = "SETLIST_JOB_DEADLINE_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     job_deadline_ms: Option<u64>,
-    /// Share of the deadline after which an unanswered request is published once more.
-    #[arg(long, env = "SETLIST_RETRY_AFTER")]
+    /// How long the pipeline may take to answer one attempt; past it the
+    /// attempt counts as a pipeline failure (for the breaker) and may be retried.
+    #[arg(long, env = "SETLIST_PIPELINE_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after: Option<f64>,
+    pipeline_timeout_ms: Option<u64>,
+    /// Retries allowed per first attempt (0.1: at most 10 % extra load).
+    #[arg(long, env = "SETLIST_RETRY_BUDGET_RATIO")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_budget_ratio: Option<f64>,
+    /// Retries allowed per second whatever the traffic.
+    #[arg(long, env = "SETLIST_RETRY_BUDGET_MIN_PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_budget_min_per_second: Option<f64>,
     /// Most requests in one stage-0 frame.
     #[arg(long, env = "SETLIST_MAX_BATCH_ROWS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,9 +80,24 @@ pub struct Args {
     #[arg(long, env = "SETLIST_MAX_WAIT_US")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_wait_us: Option<u64>,
-    #[arg(long, env = "SETLIST_CACHE_ENTRIES")]
+    /// Stage-0 frames handed to the broker and not yet acknowledged, at most.
+    #[arg(long, env = "SETLIST_MAX_IN_FLIGHT_PUBLISHES")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    cache_entries: Option<usize>,
+    max_in_flight_publishes: Option<usize>,
+    /// Bytes of requests waiting to be published; past it a request gets
+    /// the fallback (`overloaded`).
+    #[arg(long, env = "SETLIST_SUBMISSION_QUEUE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    submission_queue_bytes: Option<usize>,
+    /// HTTP requests served at once (each holds at most a 1 MiB body);
+    /// past it a request gets a 503 with Retry-After.
+    #[arg(long, env = "SETLIST_MAX_CONCURRENT_REQUESTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_requests: Option<usize>,
+    /// Bytes of recent answers kept (0: no cache).
+    #[arg(long, env = "SETLIST_CACHE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_bytes: Option<u64>,
     #[arg(long, env = "SETLIST_CACHE_TTL_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     cache_ttl_seconds: Option<u64>,
@@ -84,6 +109,23 @@ pub struct Args {
     #[arg(long, env = "SETLIST_BREAKER_COOLDOWN_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     breaker_cooldown_ms: Option<u64>,
+    /// How long a probe may hold the half-open breaker before the next
+    /// request probes instead.
+    #[arg(long, env = "SETLIST_BREAKER_PROBE_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breaker_probe_timeout_ms: Option<u64>,
+    /// How long a finished job is kept, from when it finished.
+    #[arg(long, env = "SETLIST_JOB_TTL_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_ttl_seconds: Option<u64>,
+    /// Bytes of running jobs' requests; past it a new job gets a 503 with Retry-After.
+    #[arg(long, env = "SETLIST_RUNNING_JOBS_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    running_jobs_bytes: Option<usize>,
+    /// Bytes of finished jobs kept; past it the coldest are evicted.
+    #[arg(long, env = "SETLIST_FINISHED_JOBS_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_jobs_bytes: Option<u64>,
     #[arg(long, env = "SETLIST_MAX_MESSAGE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_message_bytes: Option<usize>,
@@ -91,6 +133,10 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormat>,
 }
+
+const MIB: usize = 1024 * 1024;
+/// The most any one store may be given: a typo, not a machine.
+const MAX_STORE_BYTES: u64 = 16 * 1024 * MIB as u64;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -105,13 +151,22 @@ pub struct Config {
     pub reply_partition: u32,
     pub default_deadline_ms: u64,
     pub job_deadline_ms: u64,
-    pub retry_after: f64,
+    pub pipeline_timeout_ms: u64,
+    pub retry_budget_ratio: f64,
+    pub retry_budget_min_per_second: f64,
     pub max_batch_rows: usize,
     pub max_wait_us: u64,
-    pub cache_entries: usize,
+    pub max_in_flight_publishes: usize,
+    pub submission_queue_bytes: usize,
+    pub max_concurrent_requests: usize,
+    pub cache_bytes: u64,
     pub cache_ttl_seconds: u64,
     pub breaker_failures: u32,
     pub breaker_cooldown_ms: u64,
+    pub breaker_probe_timeout_ms: u64,
+    pub job_ttl_seconds: u64,
+    pub running_jobs_bytes: usize,
+    pub finished_jobs_bytes: u64,
     pub max_message_bytes: usize,
     pub log_format: LogFormat,
 }
@@ -129,13 +184,22 @@ impl Default for Config {
             reply_partition: 0,
             default_deadline_ms: 1_000,
             job_deadline_ms: 10_000,
-            retry_after: 0.5,
+            pipeline_timeout_ms: 500,
+            retry_budget_ratio: 0.1,
+            retry_budget_min_per_second: 10.0,
             max_batch_rows: 64,
             max_wait_us: 500,
-            cache_entries: 10_000,
+            max_in_flight_publishes: 64,
+            submission_queue_bytes: 16 * MIB,
+            max_concurrent_requests: 512,
+            cache_bytes: 64 * MIB as u64,
             cache_ttl_seconds: 300,
             breaker_failures: 5,
             breaker_cooldown_ms: 2_000,
+            breaker_probe_timeout_ms: 1_000,
+            job_ttl_seconds: 600,
+            running_jobs_bytes: 32 * MIB,
+            finished_jobs_bytes: 64 * MIB as u64,
             max_message_bytes: 1_000_000,
             log_format: LogFormat::default(),
         }
@@ -160,12 +224,12 @@ impl Config {
         if self.kafka.is_empty() {
             return Err(required("kafka"));
         }
-        let limits = crate::api::Limits::default();
+        let limits = Limits::default();
         for (field, value) in [
             ("default_deadline_ms", self.default_deadline_ms),
             ("job_deadline_ms", self.job_deadline_ms),
         ] {
-            if !(limits.min_deadline_ms..=limits.max_deadline_ms).contains(&value) {
+            if limits.check_deadline_ms(value).is_err() {
                 return Err(out_of_range(
                     field,
                     value,
@@ -176,11 +240,35 @@ impl Config {
                 ));
             }
         }
-        if !(self.retry_after > 0.0 && self.retry_after < 1.0) {
+        if !(1..=limits.max_deadline_ms).contains(&self.pipeline_timeout_ms) {
             return Err(out_of_range(
-                "retry_after",
-                self.retry_after,
-                "between 0 and 1 (a share of the deadline)",
+                "pipeline_timeout_ms",
+                self.pipeline_timeout_ms,
+                &format!("between 1 and {}", limits.max_deadline_ms),
+            ));
+        }
+        if !(self.pipeline_timeout_ms..=600_000).contains(&self.breaker_probe_timeout_ms) {
+            return Err(out_of_range(
+                "breaker_probe_timeout_ms",
+                self.breaker_probe_timeout_ms,
+                &format!(
+                    "between pipeline_timeout_ms ({}) and 600000",
+                    self.pipeline_timeout_ms
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.retry_budget_ratio) {
+            return Err(out_of_range(
+                "retry_budget_ratio",
+                self.retry_budget_ratio,
+                "between 0 and 1 (retries per first attempt)",
+            ));
+        }
+        if !(0.0..=1000.0).contains(&self.retry_budget_min_per_second) {
+            return Err(out_of_range(
+                "retry_budget_min_per_second",
+                self.retry_budget_min_per_second,
+                "between 0 and 1000",
             ));
         }
         if !(1..=4096).contains(&self.max_batch_rows) {
@@ -197,12 +285,51 @@ impl Config {
                 "at most 100000",
             ));
         }
-        if self.cache_entries > 10_000_000 {
+        if !(1..=4096).contains(&self.max_in_flight_publishes) {
             return Err(out_of_range(
-                "cache_entries",
-                self.cache_entries,
-                "at most 10000000",
+                "max_in_flight_publishes",
+                self.max_in_flight_publishes,
+                "between 1 and 4096",
             ));
+        }
+        if !(1..=100_000).contains(&self.max_concurrent_requests) {
+            return Err(out_of_range(
+                "max_concurrent_requests",
+                self.max_concurrent_requests,
+                "between 1 and 100000",
+            ));
+        }
+        if !(1..=86_400).contains(&self.job_ttl_seconds) {
+            return Err(out_of_range(
+                "job_ttl_seconds",
+                self.job_ttl_seconds,
+                "between 1 and 86400",
+            ));
+        }
+        // Each of these must hold at least the largest request it can be
+        // given, or that request could never be served.
+        let largest = limits.max_request_bytes as u64;
+        for (field, value, least) in [
+            ("cache_bytes", self.cache_bytes, 0),
+            (
+                "submission_queue_bytes",
+                self.submission_queue_bytes as u64,
+                largest,
+            ),
+            (
+                "running_jobs_bytes",
+                self.running_jobs_bytes as u64,
+                largest,
+            ),
+            ("finished_jobs_bytes", self.finished_jobs_bytes, 0),
+        ] {
+            if !(least..=MAX_STORE_BYTES).contains(&value) {
+                return Err(out_of_range(
+                    field,
+                    value,
+                    &format!("between {least} and {MAX_STORE_BYTES} bytes"),
+                ));
+            }
         }
         if !(64 * 1024..=16 * 1024 * 1024).contains(&self.max_message_bytes) {
             return Err(out_of_range(
@@ -248,12 +375,48 @@ mod tests {
     fn errors_name_the_setting() {
         let err = parse(&["--kafka=k"]).unwrap_err().to_string();
         assert!(err.contains("\"slices\": it is required"), "{err}");
-        let err = parse(&["--slices=/s", "--kafka=k", "--retry-after=2"])
-            .unwrap_err()
-            .to_string();
+        let err = |flags: &[&str]| {
+            let mut all = vec!["--slices=/s", "--kafka=k"];
+            all.extend_from_slice(flags);
+            parse(&all).unwrap_err().to_string()
+        };
         assert_eq!(
-            err,
-            "setting \"retry_after\": it is 2; it must be between 0 and 1 (a share of the deadline)"
+            err(&["--retry-budget-ratio=2"]),
+            "setting \"retry_budget_ratio\": it is 2; it must be between 0 and 1 (retries per first attempt)"
         );
+        assert_eq!(
+            err(&[
+                "--pipeline-timeout-ms=800",
+                "--breaker-probe-timeout-ms=500"
+            ]),
+            "setting \"breaker_probe_timeout_ms\": it is 500; it must be between pipeline_timeout_ms (800) and 600000"
+        );
+        assert_eq!(
+            err(&["--submission-queue-bytes=1000"]),
+            format!(
+                "setting \"submission_queue_bytes\": it is 1000; it must be between 1048576 and {MAX_STORE_BYTES} bytes"
+            )
+        );
+        assert!(
+            err(&["--max-concurrent-requests=0"])
+                .starts_with("setting \"max_concurrent_requests\"")
+        );
+        assert!(err(&["--job-ttl-seconds=0"]).starts_with("setting \"job_ttl_seconds\""));
+    }
+
+    #[test]
+    fn the_new_settings_come_from_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dispatcher.yaml");
+        std::fs::write(
+            &file,
+            "slices: /s\nkafka: k:9092\ncache_bytes: 0\npipeline_timeout_ms: 250\nretry_budget_ratio: 0.05\n",
+        )
+        .unwrap();
+        let config = parse(&[&format!("--config={}", file.display())]).unwrap();
+        assert_eq!(config.cache_bytes, 0);
+        assert_eq!(config.pipeline_timeout_ms, 250);
+        assert_eq!(config.retry_budget_ratio, 0.05);
+        assert_eq!(config.breaker_probe_timeout_ms, 1_000);
     }
 }

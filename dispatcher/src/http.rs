@@ -1,98 +1,57 @@
-//! The HTTP surface: synchronous recommendations, asynchronous jobs,
-//! health, readiness, metrics and status.
+//! The HTTP surface: synchronous recommendations, asynchronous jobs and
+//! status behind one set of limits (a per-request timeout, a concurrency
+//! limit and load shedding, as `tower` layers that answer a JSON 503 with
+//! `Retry-After`), plus the health endpoints every Setlist process shares.
 
-use crate::api::{self, ErrorBody, RecommendationRequest, RecommendationResponse};
+use crate::api::{self, ErrorBody, RecommendationRequest};
+use crate::jobs::{Found, Job};
+use crate::metrics::Metrics;
 use crate::service::Dispatcher;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use rand::RngExt;
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use axum::{BoxError, Json, Router};
+use serde::Deserialize;
+use setlist_core::query::{Limits, QueryError};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum JobState {
-    Pending,
-    Running,
-    Done,
-    Failed,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
-    pub id: String,
-    pub state: JobState,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<RecommendationResponse>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Jobs live in memory for `JOB_TTL` after they finish; at most `MAX_JOBS`.
-const MAX_JOBS: usize = 100_000;
-const JOB_TTL: Duration = Duration::from_secs(600);
 const MAX_WAIT_SECONDS: u64 = 30;
-
-struct Jobs {
-    entries: Mutex<HashMap<String, (watch::Sender<Job>, Instant)>>,
-}
-
-impl Jobs {
-    /// Registers a new job, first forgetting finished jobs past their TTL.
-    fn create(&self) -> Option<(String, watch::Sender<Job>)> {
-        let mut entries = self.entries.lock().expect("jobs lock");
-        if entries.len() >= MAX_JOBS {
-            entries.retain(|_, (job, created)| {
-                !matches!(job.borrow().state, JobState::Done | JobState::Failed)
-                    || created.elapsed() < JOB_TTL
-            });
-            if entries.len() >= MAX_JOBS {
-                return None;
-            }
-        }
-        let id = format!("{:032x}", rand::rng().random::<u128>());
-        let (sender, _) = watch::channel(Job {
-            id: id.clone(),
-            state: JobState::Pending,
-            result: None,
-            error: None,
-        });
-        entries.insert(id.clone(), (sender.clone(), Instant::now()));
-        Some((id, sender))
-    }
-
-    fn watch(&self, id: &str) -> Option<watch::Receiver<Job>> {
-        self.entries
-            .lock()
-            .expect("jobs lock")
-            .get(id)
-            .map(|(job, _)| job.subscribe())
-    }
-}
+/// What a client refused for load should wait before trying again.
+const RETRY_AFTER_SECONDS: u64 = 1;
 
 #[derive(Clone)]
 struct App {
     dispatcher: Arc<Dispatcher>,
-    jobs: Arc<Jobs>,
-    limits: api::Limits,
+    limits: Limits,
 }
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(ErrorBody { error: message })).into_response()
 }
 
+/// A 503 that says when to come back.
+fn unavailable(metrics: &Metrics, reason: &str, message: String) -> Response {
+    metrics.shed_requests.with_label_values(&[reason]).inc();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+        Json(ErrorBody { error: message }),
+    )
+        .into_response()
+}
+
 impl App {
     /// Reads at most one byte over the body limit (a larger body is refused
-    /// without being held in memory) and checks the request.
-    async fn parse(&self, body: Body) -> Result<RecommendationRequest, Response> {
-        let limit = self.limits.max_body_bytes;
+    /// without being held in memory) and checks the request. Also returns
+    /// the body's size, what a job holds while it runs.
+    async fn parse(&self, body: Body) -> Result<(RecommendationRequest, usize), Response> {
+        let limit = self.limits.max_request_bytes;
         let refuse = |status, message| {
             self.dispatcher.metrics.invalid_requests.inc();
             error(status, message)
@@ -106,14 +65,19 @@ impl App {
                 ));
             }
         };
-        api::parse_request(&bytes, &self.limits)
-            .map_err(|message| refuse(StatusCode::BAD_REQUEST, message))
+        match api::parse_request(&bytes, &self.limits) {
+            Ok(request) => Ok((request, bytes.len())),
+            Err(e @ QueryError::TooLarge { .. }) => {
+                Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+            }
+            Err(e) => Err(refuse(StatusCode::BAD_REQUEST, e.to_string())),
+        }
     }
 }
 
 async fn recommend(State(app): State<App>, body: Body) -> Response {
     let request = match app.parse(body).await {
-        Ok(r) => r,
+        Ok((request, _)) => request,
         Err(response) => return response,
     };
     let deadline = request
@@ -123,45 +87,37 @@ async fn recommend(State(app): State<App>, body: Body) -> Response {
 }
 
 async fn create_job(State(app): State<App>, body: Body) -> Response {
-    let request = match app.parse(body).await {
-        Ok(r) => r,
+    let (request, bytes) = match app.parse(body).await {
+        Ok(parsed) => parsed,
         Err(response) => return response,
     };
-    let Some((id, job)) = app.jobs.create() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_JOBS} jobs are held already; fetch finished ones or retry later"),
+    let dispatcher = &app.dispatcher;
+    let Ok(job) = dispatcher.jobs.create(bytes) else {
+        return unavailable(
+            &dispatcher.metrics,
+            "jobs_full",
+            format!(
+                "running jobs already hold {} bytes of requests, the most this dispatcher takes; retry in a few seconds",
+                dispatcher.config.running_jobs_bytes
+            ),
         );
     };
     let deadline = request
         .deadline_ms
-        .unwrap_or(app.dispatcher.config.job_deadline_ms);
-    let dispatcher = app.dispatcher.clone();
-    let runner = job.clone();
-    let task = tokio::spawn(async move {
-        runner.send_modify(|j| j.state = JobState::Running);
-        let result = dispatcher.recommend(&request, deadline).await;
-        runner.send_modify(|j| {
-            j.state = JobState::Done;
-            j.result = Some(result);
-        });
-    });
-    // A job whose task died still ends: FAILED, with the reason.
-    tokio::spawn(async move {
-        if let Err(e) = task.await {
-            job.send_modify(|j| {
-                j.state = JobState::Failed;
-                j.error = Some(format!("the job stopped unexpectedly: {e}"));
-            });
-        }
-    });
-    let body = Job {
-        id,
-        state: JobState::Pending,
+        .unwrap_or(dispatcher.config.job_deadline_ms);
+    let accepted = Job {
+        id: job.id().to_string(),
+        state: crate::jobs::JobState::Pending,
         result: None,
         error: None,
     };
-    (StatusCode::ACCEPTED, Json(body)).into_response()
+    let dispatcher = dispatcher.clone();
+    // If this task panics, dropping `job` marks it FAILED.
+    tokio::spawn(async move {
+        job.start();
+        job.done(dispatcher.recommend(&request, deadline).await);
+    });
+    (StatusCode::ACCEPTED, Json(accepted)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -175,15 +131,6 @@ async fn get_job(
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Response {
-    let Some(mut job) = app.jobs.watch(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "there is no job {id}; jobs are kept for {} minutes after they finish",
-                JOB_TTL.as_secs() / 60
-            ),
-        );
-    };
     let wait = query.wait_seconds.unwrap_or(0);
     if wait > MAX_WAIT_SECONDS {
         return error(
@@ -191,49 +138,205 @@ async fn get_job(
             format!("wait_seconds is {wait}; it must be at most {MAX_WAIT_SECONDS}"),
         );
     }
-    let finished = |j: &Job| matches!(j.state, JobState::Done | JobState::Failed);
-    let _ = tokio::time::timeout(Duration::from_secs(wait), job.wait_for(finished)).await;
-    let current = job.borrow().clone();
-    Json(current).into_response()
-}
-
-async fn healthz() -> &'static str {
-    "alive\n"
-}
-
-async fn readyz(State(app): State<App>) -> (StatusCode, String) {
-    match app.dispatcher.readiness() {
-        Ok(text) => (StatusCode::OK, text + "\n"),
-        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text + "\n"),
+    match app.dispatcher.jobs.find(&id) {
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "there is no job {id}; finished jobs are kept for {} minutes (less when many are kept)",
+                app.dispatcher.jobs.ttl().as_secs() / 60
+            ),
+        ),
+        Some(Found::Finished(json)) => json_bytes(json),
+        Some(Found::Running(mut job)) => {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(wait), job.wait_for(Job::finished)).await;
+            let current = job.borrow().clone();
+            Json(current).into_response()
+        }
     }
 }
 
-async fn metrics(State(app): State<App>) -> String {
-    setlist_core::telemetry::render(&app.dispatcher.metrics.registry)
+fn json_bytes(json: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 async fn status(State(app): State<App>) -> Response {
     Json(app.dispatcher.status()).into_response()
 }
 
+/// Puts `router` behind the request limits: each request gets at most
+/// `timeout`, at most `max_concurrent` are served at once, and the ones
+/// beyond are refused at once (not queued) with a JSON 503 and
+/// `Retry-After`, before they cost memory.
+fn guarded(router: Router, max_concurrent: usize, timeout: Duration, metrics: Metrics) -> Router {
+    let refuse = move |failure: BoxError| {
+        let metrics = metrics.clone();
+        async move {
+            if failure.is::<tower::load_shed::error::Overloaded>() {
+                unavailable(
+                    &metrics,
+                    "overloaded",
+                    format!(
+                        "the dispatcher is serving {max_concurrent} requests already, the most it takes at once; retry in a second"
+                    ),
+                )
+            } else if failure.is::<tower::timeout::error::Elapsed>() {
+                unavailable(
+                    &metrics,
+                    "timeout",
+                    format!(
+                        "the request took longer than {} s and was stopped; retry it",
+                        timeout.as_secs()
+                    ),
+                )
+            } else {
+                tracing::error!(error = %failure, "request failed");
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the request failed: {failure}"),
+                )
+            }
+        }
+    };
+    router.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(refuse))
+            .load_shed()
+            // One limit for every route: a layer per route would multiply it.
+            .layer(GlobalConcurrencyLimitLayer::new(max_concurrent))
+            .timeout(timeout),
+    )
+}
+
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
-    let limits = api::Limits::default();
+    let limits = Limits::default();
+    // Longer than any request may ask for (the deadline, or a job's
+    // long-poll): it stops only what hangs, such as a body that never ends.
+    let timeout = Duration::from_millis(limits.max_deadline_ms) + Duration::from_secs(5);
     let app = App {
-        dispatcher,
-        jobs: Arc::new(Jobs {
-            entries: Mutex::new(HashMap::new()),
-        }),
+        dispatcher: dispatcher.clone(),
         limits,
     };
-    Router::new()
+    let api = Router::new()
         .route("/v1/recommendations", post(recommend))
         .route("/v1/jobs", post(create_job))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/status", get(status))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         // The handlers enforce the body limit themselves, with a JSON error.
         .layer(DefaultBodyLimit::disable())
-        .with_state(app)
+        .with_state(app);
+    let ready = dispatcher.clone();
+    // Health and metrics stay outside the limits: an overloaded dispatcher
+    // must still say so.
+    guarded(
+        api,
+        dispatcher.config.max_concurrent_requests,
+        timeout,
+        dispatcher.metrics.clone(),
+    )
+    .merge(setlist_service::health::routes(
+        Arc::new(move || ready.readiness()),
+        dispatcher.metrics.registry.clone(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+    use axum::http::Request;
+    use tokio::sync::{mpsc, oneshot};
+    use tower::ServiceExt;
+
+    async fn call(router: &Router, path: &str) -> (StatusCode, Option<String>, String) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (
+            status,
+            retry_after,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    /// A router whose `/hold` answers only when the test says so (and says
+    /// when it has started), and whose `/quick` answers at once.
+    fn holding() -> (Router, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+        let (started, holds) = mpsc::unbounded_channel();
+        let router = Router::new()
+            .route(
+                "/hold",
+                get(move || {
+                    let started = started.clone();
+                    async move {
+                        let (release, released) = oneshot::channel();
+                        started.send(release).unwrap();
+                        let _ = released.await;
+                        "released"
+                    }
+                }),
+            )
+            .route("/quick", get(|| async { "quick" }));
+        (router, holds)
+    }
+
+    /// Issue 7, item 9: load is shed with a clear 503 and Retry-After, not
+    /// queued until memory grows.
+    #[tokio::test]
+    async fn requests_past_the_concurrency_limit_get_a_json_503_with_retry_after() {
+        let metrics = Metrics::new();
+        let (router, mut holds) = holding();
+        let router = guarded(router, 1, Duration::from_secs(3600), metrics.clone());
+        let held = tokio::spawn({
+            let router = router.clone();
+            async move { call(&router, "/hold").await }
+        });
+        let release = holds.recv().await.unwrap();
+        let (status, retry_after, body) = call(&router, "/quick").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        let body: ErrorBody = serde_json::from_str(&body).unwrap();
+        assert!(
+            body.error.contains("serving 1 requests already"),
+            "{}",
+            body.error
+        );
+        assert_eq!(
+            metrics
+                .shed_requests
+                .with_label_values(&["overloaded"])
+                .get(),
+            1
+        );
+        release.send(()).unwrap();
+        assert_eq!(held.await.unwrap().0, StatusCode::OK);
+        assert_eq!(
+            call(&router, "/quick").await.0,
+            StatusCode::OK,
+            "room again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_ends_is_stopped_with_a_503() {
+        let metrics = Metrics::new();
+        let (router, _holds) = holding();
+        let router = guarded(router, 10, Duration::from_millis(1), metrics.clone());
+        let (status, retry_after, body) = call(&router, "/hold").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert!(body.contains("was stopped"), "{body}");
+        assert_eq!(
+            metrics.shed_requests.with_label_values(&["timeout"]).get(),
+            1
+        );
+    }
 }

@@ -5,6 +5,8 @@ use prometheus::{
 };
 use setlist_core::telemetry::latency_buckets;
 
+/// Every metric is a handle onto the one registry, so clones share counts.
+#[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
     /// Answers by outcome: `model`, `fallback`, `cached`.
@@ -16,12 +18,31 @@ pub struct Metrics {
     pub hop_queue: HistogramVec,
     pub hop_compute: HistogramVec,
     pub hop_transport: HistogramVec,
-    pub retries: IntCounter,
+    /// Retries published, by what justified them (`pipeline_timeout`, `publish_failed`).
+    pub retries: IntCounterVec,
+    /// Retries a failure justified but that were not published: `budget`
+    /// (the retry budget was spent), `no_time` (the pipeline could not
+    /// answer in the time left).
+    pub retries_refused: IntCounterVec,
     pub duplicate_results: IntCounter,
     pub late_results: IntCounter,
     pub frame_rows: Histogram,
     /// 0 closed, 1 open, 2 half-open.
     pub breaker_state: IntGauge,
+    /// Requests waiting for the pipeline.
+    pub requests_in_flight: IntGauge,
+    /// Stage-0 frames handed to the broker and not yet acknowledged.
+    pub publishes_in_flight: IntGauge,
+    /// Stage-0 frames that could not be published.
+    pub publish_errors: IntCounter,
+    /// Background tasks restarted after a panic, by `task`.
+    pub task_restarts: IntCounterVec,
+    /// Entries evicted from a bounded store, by `store` (`answer_cache`,
+    /// `jobs`) and `cause` (`size`, `expired`).
+    pub evictions: IntCounterVec,
+    /// Requests refused with a 503, by `reason` (`overloaded`, `timeout`,
+    /// `jobs_full`).
+    pub shed_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -46,6 +67,15 @@ impl Metrics {
                 )
                 .expect("valid options"),
             )
+        };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid options"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(name, help).expect("valid options"))
         };
         Metrics {
             answers: register(
@@ -86,10 +116,15 @@ impl Metrics {
                 "hop_transport_seconds",
                 "Kafka transport time into each pipeline hop.",
             ),
-            retries: register(
-                &registry,
-                IntCounter::new("retries_total", "Requests published a second time.")
-                    .expect("valid options"),
+            retries: counters(
+                "retries_total",
+                "Requests published again, by what justified it.",
+                &["reason"],
+            ),
+            retries_refused: counters(
+                "retries_refused_total",
+                "Retries a failure justified but that were not published, by why.",
+                &["reason"],
             ),
             duplicate_results: register(
                 &registry,
@@ -122,6 +157,34 @@ impl Metrics {
                     "Circuit breaker: 0 closed, 1 open, 2 half-open.",
                 )
                 .expect("valid options"),
+            ),
+            requests_in_flight: gauge("requests_in_flight", "Requests waiting for the pipeline."),
+            publishes_in_flight: gauge(
+                "publishes_in_flight",
+                "Stage-0 frames handed to the broker and not yet acknowledged.",
+            ),
+            publish_errors: register(
+                &registry,
+                IntCounter::new(
+                    "publish_errors_total",
+                    "Stage-0 frames that could not be published.",
+                )
+                .expect("valid options"),
+            ),
+            task_restarts: counters(
+                "task_restarts_total",
+                "Background tasks restarted after a panic.",
+                &["task"],
+            ),
+            evictions: counters(
+                "evictions_total",
+                "Entries evicted from a bounded store, by store and cause.",
+                &["store", "cause"],
+            ),
+            shed_requests: counters(
+                "shed_requests_total",
+                "Requests refused with a 503 (retry later), by reason.",
+                &["reason"],
             ),
             registry,
         }

@@ -1,17 +1,25 @@
-//! The dispatcher's core: publish requests into the pipeline (micro-batched
-//! into shared frames), collect every output shard's top-k from this
-//! replica's results partition, and always answer by the deadline, with the
-//! model's answer or a flagged popularity fallback.
+//! The dispatcher's shell: loads the catalogue, connects to Kafka, and
+//! wires the pure parts together. Requests go through the answer cache,
+//! then the [`Pipeline`] (breaker, retries, the request table), which
+//! publishes through the byte-bounded submission queue to the
+//! [`Publisher`]; the results thread reads this replica's partition and
+//! hands each shard's top-k to the pipeline. Both background loops are
+//! supervised, and readiness says when one has stopped turning.
 
 use crate::api::{
-    self, DISPATCHER_HOP, RecommendationRequest, RecommendationResponse, StageTiming, Timings,
+    self, FallbackReason, RecommendationRequest, RecommendationResponse, StageTiming, Timings,
 };
-use crate::breaker::{Breaker, Decision, State as BreakerState};
-use crate::cache::Cache;
+use crate::breaker::State as BreakerState;
+use crate::cache::{AnswerCache, AnswerKey};
 use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::lock;
 use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineSettings, Query};
+use crate::publish::{Deliver, FrameSettings, Publisher};
+use crate::queue::{SubmissionQueue, submission_queue};
+use crate::supervise::{self, Heartbeat};
 use anyhow::{Context, Result};
-use rand::RngExt;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -20,40 +28,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use setlist_core::catalogue::Catalogue;
 use setlist_core::kafka::{KafkaSettings, Role};
-use setlist_core::query::{self, merge_top_k};
+use setlist_core::query;
 use setlist_core::slice::SliceSet;
-use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::Topics;
-use setlist_core::wire::{Body, Frame, Hop, RowMeta, Scored, track_ids};
+use setlist_core::wire::{Body, Frame, Hop};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-
-/// What the results thread hands a waiting request.
-type Outcome = Result<(Vec<Scored>, Vec<Vec<Hop>>), &'static str>;
-
-/// A request waiting for its output shards.
-struct Pending {
-    k: usize,
-    /// Per shard: its top-k and the hops its frame took.
-    shards: Vec<Option<(Vec<Scored>, Vec<Hop>)>>,
-    reply: Option<oneshot::Sender<Outcome>>,
-}
-
-/// A request handed to the batcher.
-struct Submission {
-    row: RowMeta,
-    history: Vec<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CacheKey {
-    history: Vec<u32>,
-    exclude: Vec<u32>,
-    k: usize,
-}
 
 #[derive(Default)]
 pub struct Health {
@@ -62,10 +44,37 @@ pub struct Health {
     pub stopping: AtomicBool,
 }
 
+/// A background loop silent for longer than this is reported as stopped:
+/// each beats at least once a second while it runs.
+const SILENCE_BOUND: Duration = Duration::from_secs(5);
+/// Pause before restarting a results consumer that panicked.
+const RESTART_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a frame may wait for room in librdkafka's local queue.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
+
 /// When each part of the pipeline was last seen answering, for /v1/status.
 #[derive(Default)]
 struct Observed {
     parts: HashMap<String, (Instant, f64)>,
+}
+
+/// The broker's stage-0 topic.
+struct StageZero {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Deliver for StageZero {
+    async fn deliver(&self, frame: Vec<u8>) -> Result<(), String> {
+        self.producer
+            .send(
+                FutureRecord::<(), [u8]>::to(&self.topic).payload(frame.as_slice()),
+                Timeout::After(QUEUE_WAIT),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error.to_string())
+    }
 }
 
 pub struct Dispatcher {
@@ -76,23 +85,20 @@ pub struct Dispatcher {
     pub shards: usize,
     max_history: usize,
     topics: Topics,
-    producer: FutureProducer,
-    pending: Mutex<HashMap<u128, Pending>>,
-    submissions: mpsc::Sender<Submission>,
-    breaker: Mutex<Breaker>,
-    cache: Mutex<Cache<CacheKey, Vec<Scored>>>,
+    pipeline: Pipeline,
+    queue: SubmissionQueue,
+    cache: AnswerCache,
+    pub jobs: Arc<Jobs>,
     observed: Mutex<Observed>,
+    results_heartbeat: Heartbeat,
+    publisher_heartbeat: Heartbeat,
     pub metrics: Metrics,
     pub health: Health,
 }
 
-/// Most requests waiting to be published; beyond it a request is answered
-/// from the fallback at once instead of queueing past its deadline.
-const SUBMISSION_QUEUE: usize = 65_536;
-
 impl Dispatcher {
-    /// Loads the catalogue, connects to Kafka and starts the batcher and the
-    /// results consumer.
+    /// Loads the catalogue, connects to Kafka and starts the publisher and
+    /// the results consumer.
     pub fn start(config: Config) -> Result<Arc<Dispatcher>> {
         let set = SliceSet::open(&config.slices, config.model_version.as_deref())?;
         let catalogue = set.load_catalogue()?;
@@ -109,37 +115,95 @@ impl Dispatcher {
                 )
                 .create()
                 .context("cannot create the Kafka producer")?;
-        let (submissions, queue) = mpsc::channel(SUBMISSION_QUEUE);
+        let metrics = Metrics::new();
+        let shards = manifest.plan.output_shards.len();
+        let max_history = manifest.config.max_history as usize;
+        let (queue, queued) = submission_queue(config.submission_queue_bytes);
+        let publisher = Publisher {
+            deliver: StageZero {
+                producer,
+                topic: topics.stage(0),
+            },
+            frames: FrameSettings {
+                model_version: manifest.model_version.clone(),
+                reply_to: config.reply_partition,
+                max_history,
+                max_message_bytes: config.max_message_bytes,
+            },
+            max_batch_rows: config.max_batch_rows,
+            max_wait: Duration::from_micros(config.max_wait_us),
+            max_in_flight: config.max_in_flight_publishes,
+            metrics: metrics.clone(),
+        };
+        let now = Instant::now();
         let dispatcher = Arc::new(Dispatcher {
             catalogue,
             model_version: manifest.model_version.clone(),
             stages: manifest.plan.stages.len() as u16,
-            shards: manifest.plan.output_shards.len(),
-            max_history: manifest.config.max_history as usize,
+            shards,
+            max_history,
             topics,
-            producer,
-            pending: Mutex::new(HashMap::new()),
-            submissions,
-            breaker: Mutex::new(Breaker::new(
-                config.breaker_failures,
-                Duration::from_millis(config.breaker_cooldown_ms),
-            )),
-            cache: Mutex::new(Cache::new(
-                config.cache_entries,
+            pipeline: Pipeline::new(
+                &PipelineSettings {
+                    shards,
+                    pipeline_timeout: Duration::from_millis(config.pipeline_timeout_ms),
+                    breaker_failures: config.breaker_failures,
+                    breaker_cooldown: Duration::from_millis(config.breaker_cooldown_ms),
+                    breaker_probe_timeout: Duration::from_millis(config.breaker_probe_timeout_ms),
+                    retry_budget_ratio: config.retry_budget_ratio,
+                    retry_budget_min_per_second: config.retry_budget_min_per_second,
+                },
+                metrics.clone(),
+            ),
+            queue,
+            cache: AnswerCache::new(
+                config.cache_bytes,
                 Duration::from_secs(config.cache_ttl_seconds),
-            )),
+                &metrics.evictions,
+            ),
+            jobs: Jobs::new(
+                config.running_jobs_bytes,
+                config.finished_jobs_bytes,
+                Duration::from_secs(config.job_ttl_seconds),
+                &metrics.evictions,
+            ),
             observed: Mutex::new(Observed::default()),
-            metrics: Metrics::new(),
+            results_heartbeat: Heartbeat::new(now),
+            publisher_heartbeat: Heartbeat::new(now),
+            metrics,
             health: Health::default(),
             config,
         });
+        let consumer = dispatcher.results_consumer(&settings)?;
+        let results = dispatcher.clone();
+        std::thread::Builder::new()
+            .name("results".into())
+            .spawn(move || {
+                supervise::keep_running(
+                    "results_consumer",
+                    &results.metrics.task_restarts,
+                    RESTART_BACKOFF,
+                    || results.consume_results(&consumer),
+                )
+            })?;
+        let publishing = dispatcher.clone();
+        tokio::spawn(async move {
+            let failed = |ids: &[u128]| publishing.pipeline.fail(ids);
+            publisher
+                .run_supervised(queued, &publishing.publisher_heartbeat, &failed)
+                .await;
+        });
+        Ok(dispatcher)
+    }
+
+    fn results_consumer(&self, settings: &KafkaSettings) -> Result<BaseConsumer> {
         let consumer: BaseConsumer = setlist_service::kafka::client_config(
-            &settings,
+            settings,
             &Role::AssignedConsumer {
                 client: format!(
                     "{}.dispatcher-{}",
-                    dispatcher.topics.results(),
-                    dispatcher.config.reply_partition
+                    self.topics.results(),
+                    self.config.reply_partition
                 ),
             },
         )
@@ -147,19 +211,14 @@ impl Dispatcher {
         .context("cannot create the Kafka results consumer")?;
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(
-            &dispatcher.topics.results(),
-            dispatcher.config.reply_partition as i32,
+            &self.topics.results(),
+            self.config.reply_partition as i32,
             Offset::End,
         )?;
         consumer
             .assign(&assignment)
             .context("cannot read this replica's results partition")?;
-        let results = dispatcher.clone();
-        std::thread::Builder::new()
-            .name("results".into())
-            .spawn(move || results.consume_results(consumer))?;
-        tokio::spawn(dispatcher.clone().batch_and_publish(queue));
-        Ok(dispatcher)
+        Ok(consumer)
     }
 
     /// Answers one validated request within `deadline_ms`.
@@ -168,7 +227,7 @@ impl Dispatcher {
         request: &RecommendationRequest,
         deadline_ms: u64,
     ) -> RecommendationResponse {
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let deadline = started + Duration::from_millis(deadline_ms);
         let tracks = query::resolve(&self.catalogue, &request.tracks);
         let mut exclude = tracks.known.clone();
@@ -186,39 +245,33 @@ impl Dispatcher {
         };
         let history = tracks.known[tracks.known.len().saturating_sub(self.max_history)..].to_vec();
         let outcome = if history.is_empty() {
-            Err("no_known_tracks")
+            Err(FallbackReason::NoKnownTracks)
         } else {
-            let key = CacheKey {
-                history: history.clone(),
+            let key = AnswerKey {
+                history,
                 exclude: exclude.clone(),
                 k: request.k,
             };
-            let cached = self
-                .cache
-                .lock()
-                .expect("cache lock")
-                .get(&key, Instant::now());
-            match cached {
+            match self.cache.get(&key) {
                 Some(scored) => {
                     response.cached = true;
-                    Ok(scored)
+                    Ok(scored.to_vec())
                 }
-                None => self
-                    .ask_pipeline(
-                        history,
-                        exclude.clone(),
-                        request.k,
-                        deadline,
-                        &mut response.timings,
-                    )
-                    .await
-                    .inspect(|scored| {
-                        self.cache.lock().expect("cache lock").insert(
-                            key,
-                            scored.clone(),
-                            Instant::now(),
-                        );
-                    }),
+                None => {
+                    let query = Query {
+                        history: key.history.clone(),
+                        exclude: key.exclude.clone(),
+                        k: key.k,
+                    };
+                    self.pipeline
+                        .ask(&query, deadline, |s| self.queue.try_submit(s))
+                        .await
+                        .map(|answer| {
+                            response.timings.stages = self.record_hops(&answer.hops);
+                            self.cache.insert(key, &answer);
+                            answer.scored
+                        })
+                }
             }
         };
         let scored = match outcome {
@@ -231,9 +284,12 @@ impl Dispatcher {
             }
             Err(reason) => {
                 self.metrics.answers.with_label_values(&["fallback"]).inc();
-                self.metrics.fallbacks.with_label_values(&[reason]).inc();
+                self.metrics
+                    .fallbacks
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
                 response.fallback = true;
-                response.fallback_reason = Some(reason.to_string());
+                response.fallback_reason = Some(reason.as_str().to_string());
                 self.catalogue.popular(request.k, &exclude)
             }
         };
@@ -243,105 +299,6 @@ impl Dispatcher {
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
         response
-    }
-
-    /// Publishes the request, retries once when it is not answered within
-    /// `retry_after` of the deadline, and gives up just before the deadline.
-    async fn ask_pipeline(
-        &self,
-        history: Vec<u32>,
-        exclude: Vec<u32>,
-        k: usize,
-        deadline: Instant,
-        timings: &mut Timings,
-    ) -> Result<Vec<Scored>, &'static str> {
-        let decision = self
-            .breaker
-            .lock()
-            .expect("breaker lock")
-            .allow(Instant::now());
-        self.update_breaker_gauge();
-        if decision == Decision::Reject {
-            return Err("circuit_open");
-        }
-        let request_id: u128 = rand::rng().random();
-        let (reply, mut answer) = oneshot::channel();
-        self.pending.lock().expect("pending lock").insert(
-            request_id,
-            Pending {
-                k,
-                shards: vec![None; self.shards],
-                reply: Some(reply),
-            },
-        );
-        let row = RowMeta {
-            request_id,
-            deadline_unix_ms: (now_unix_us() / 1000)
-                + deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_millis() as u64,
-            k: k as u16,
-            exclude,
-        };
-        let now = Instant::now();
-        let first_try = now
-            + deadline
-                .saturating_duration_since(now)
-                .mul_f64(self.config.retry_after);
-        // The fallback needs a moment to build; stop waiting just before the deadline.
-        let give_up = deadline
-            .checked_sub(Duration::from_millis(2))
-            .unwrap_or(deadline);
-        let mut outcome = None;
-        for (attempt, until) in [(0, first_try), (1, give_up)] {
-            if attempt == 1 {
-                self.metrics.retries.inc();
-            }
-            if self
-                .submissions
-                .try_send(Submission {
-                    row: row.clone(),
-                    history: history.clone(),
-                })
-                .is_err()
-            {
-                outcome = Some(Err("overloaded"));
-                break;
-            }
-            match tokio::time::timeout_at(until.into(), &mut answer).await {
-                Ok(Ok(result)) => {
-                    outcome = Some(result);
-                    break;
-                }
-                Ok(Err(_)) => {
-                    outcome = Some(Err("deadline"));
-                    break;
-                }
-                Err(_) => continue,
-            }
-        }
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .remove(&request_id);
-        let outcome = outcome.unwrap_or(Err("deadline"));
-        self.breaker
-            .lock()
-            .expect("breaker lock")
-            .record(outcome.is_ok(), Instant::now());
-        self.update_breaker_gauge();
-        let (scored, hops) = outcome?;
-        timings.stages = self.record_hops(&hops);
-        Ok(scored)
-    }
-
-    fn update_breaker_gauge(&self) {
-        let state = match self.breaker.lock().expect("breaker lock").state() {
-            BreakerState::Closed { .. } => 0,
-            BreakerState::Open { .. } => 1,
-            BreakerState::HalfOpen => 2,
-        };
-        self.metrics.breaker_state.set(state);
     }
 
     /// Per-hop timings of an answer: the stages once (from the first
@@ -354,7 +311,7 @@ impl Dispatcher {
             let keep = if i == 0 { path.len() } else { 1 };
             timings.extend(path.into_iter().rev().take(keep).rev());
         }
-        let mut observed = self.observed.lock().expect("status lock");
+        let mut observed = lock(&self.observed);
         for t in &timings {
             self.metrics
                 .hop_queue
@@ -375,93 +332,12 @@ impl Dispatcher {
         timings
     }
 
-    /// Gathers concurrent submissions into shared stage-0 frames: whatever
-    /// is queued goes out together, and with `max_wait_us` a frame also
-    /// waits that long for company.
-    async fn batch_and_publish(self: Arc<Self>, mut queue: mpsc::Receiver<Submission>) {
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
-            let until =
-                tokio::time::Instant::now() + Duration::from_micros(self.config.max_wait_us);
-            while batch.len() < self.config.max_batch_rows {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) if self.config.max_wait_us == 0 => break,
-                    Err(_) => match tokio::time::timeout_at(until, queue.recv()).await {
-                        Ok(Some(next)) => batch.push(next),
-                        _ => break,
-                    },
-                }
-            }
-            self.publish(batch).await;
-        }
-    }
-
-    async fn publish(&self, batch: Vec<Submission>) {
-        self.metrics.frame_rows.observe(batch.len() as f64);
-        let histories: Vec<&[u32]> = batch.iter().map(|s| s.history.as_slice()).collect();
-        let trace = format!(
-            "00-{:032x}-{:016x}-01",
-            batch[0].row.request_id, batch[0].row.request_id as u64
-        );
-        let frame = Frame {
-            model_version: self.model_version.clone(),
-            stage: 0,
-            reply_to: self.config.reply_partition,
-            trace_context: trace,
-            hops: vec![Hop {
-                stage: DISPATCHER_HOP,
-                queue_us: 0,
-                compute_us: 0,
-                sent_unix_us: now_unix_us(),
-            }],
-            rows: batch.iter().map(|s| s.row.clone()).collect(),
-            body: Body::Activations(track_ids(&histories, self.max_history)),
-        };
-        let topic = self.topics.stage(0);
-        let pieces = match frame.split_to_fit(self.config.max_message_bytes) {
-            Ok(pieces) => pieces,
-            Err(error) => {
-                tracing::error!(%error, "cannot fit a request into a Kafka message");
-                return self.fail(batch.iter().map(|s| s.row.request_id), "publish_failed");
-            }
-        };
-        for piece in pieces {
-            let ids: Vec<u128> = piece.rows.iter().map(|r| r.request_id).collect();
-            let sent = match piece.encode() {
-                Ok(bytes) => self
-                    .producer
-                    .send(
-                        FutureRecord::<(), [u8]>::to(&topic).payload(bytes.as_slice()),
-                        Timeout::After(Duration::from_secs(2)),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(error, _)| error.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            if let Err(error) = sent {
-                tracing::warn!(%error, "publishing to stage 0 failed");
-                self.fail(ids.into_iter(), "publish_failed");
-            }
-        }
-    }
-
-    fn fail(&self, ids: impl Iterator<Item = u128>, reason: &'static str) {
-        let mut pending = self.pending.lock().expect("pending lock");
-        for id in ids {
-            if let Some(reply) = pending.get_mut(&id).and_then(|p| p.reply.take()) {
-                let _ = reply.send(Err(reason));
-            }
-        }
-    }
-
-    /// The results thread: reads this replica's partition and completes a
-    /// request once every shard has answered. Duplicates (a retried request,
-    /// a redelivered frame) and late answers are counted and ignored.
-    fn consume_results(self: Arc<Self>, consumer: BaseConsumer) {
+    /// The results thread: reads this replica's partition and hands each
+    /// shard's results to the pipeline, until the process stops.
+    fn consume_results(&self, consumer: &BaseConsumer) {
         let mut last_check = Instant::now() - Duration::from_secs(60);
         while !self.health.stopping.load(Ordering::Relaxed) {
+            self.results_heartbeat.beat(Instant::now());
             let assigned = consumer
                 .assignment()
                 .map(|a| a.count() > 0)
@@ -499,45 +375,37 @@ impl Dispatcher {
     }
 
     fn complete(&self, frame: Frame) {
-        let shard = frame.stage as usize;
         let Body::TopK(lists) = frame.body else {
             tracing::warn!("ignoring an activations frame on the results topic");
             return;
         };
-        if frame.model_version != self.model_version || shard >= self.shards {
-            tracing::warn!(model_version = %frame.model_version, shard, "ignoring a result of another model or plan");
+        if frame.model_version != self.model_version {
+            tracing::warn!(model_version = %frame.model_version, "ignoring a result of another model");
             return;
         }
-        let mut pending = self.pending.lock().expect("pending lock");
-        for (row, list) in frame.rows.iter().zip(lists) {
-            let Some(request) = pending.get_mut(&row.request_id) else {
-                self.metrics.late_results.inc();
-                continue;
-            };
-            if request.shards[shard].is_some() || request.reply.is_none() {
-                self.metrics.duplicate_results.inc();
-                continue;
-            }
-            request.shards[shard] = Some((list, frame.hops.clone()));
-            if request.shards.iter().all(Option::is_some) {
-                let (lists, hops): (Vec<Vec<Scored>>, Vec<Vec<Hop>>) = request
-                    .shards
-                    .iter_mut()
-                    .map(|s| s.take().expect("every shard answered"))
-                    .unzip();
-                let merged = merge_top_k(&lists, request.k);
-                if let Some(reply) = request.reply.take() {
-                    let _ = reply.send(Ok((merged, hops)));
-                }
-            }
-        }
+        self.pipeline
+            .offer(frame.stage as usize, &frame.rows, lists, &frame.hops);
     }
 
     /// Ready: the catalogue is loaded (it is, once started), this replica's
-    /// results partition is assigned, and the brokers answer.
+    /// results partition is assigned, the brokers answer, and both
+    /// background loops are turning.
     pub fn readiness(&self) -> Result<String, String> {
         if self.health.stopping.load(Ordering::Relaxed) {
             return Err("not ready: shutting down".into());
+        }
+        let now = Instant::now();
+        for (what, heartbeat) in [
+            ("results consumer", &self.results_heartbeat),
+            ("publisher", &self.publisher_heartbeat),
+        ] {
+            let silent = heartbeat.silent_for(now);
+            if silent > SILENCE_BOUND {
+                return Err(format!(
+                    "not ready: the {what} has not run for {} s; it is restarted when it fails, see the log",
+                    silent.as_secs()
+                ));
+            }
         }
         if !self.health.broker_reachable.load(Ordering::Relaxed) {
             return Err("not ready: the Kafka brokers are not reachable".into());
@@ -553,7 +421,7 @@ impl Dispatcher {
     }
 
     pub fn status(&self) -> Status {
-        let observed = self.observed.lock().expect("status lock");
+        let observed = lock(&self.observed);
         let parts = (0..self.stages)
             .map(|k| format!("stage-{k}"))
             .chain((0..self.shards).map(|s| format!("shard-{s}")))
@@ -573,16 +441,23 @@ impl Dispatcher {
             output_shards: self.shards,
             reply_partition: self.config.reply_partition,
             songs: self.catalogue.len(),
-            breaker: match self.breaker.lock().expect("breaker lock").state() {
+            breaker: match self.pipeline.breaker_state() {
                 BreakerState::Closed { .. } => "closed",
                 BreakerState::Open { .. } => "open",
-                BreakerState::HalfOpen => "half-open",
+                BreakerState::HalfOpen { .. } => "half-open",
             },
             parts,
             answers: AnswerCounts {
                 model: count("model"),
                 cached: count("cached"),
                 fallback: count("fallback"),
+            },
+            in_flight: self.pipeline.in_flight(),
+            memory: MemoryStatus {
+                submission_queue_bytes: self.queue.bytes(),
+                answer_cache_bytes: self.cache.bytes(),
+                running_jobs_bytes: self.jobs.running_bytes(),
+                finished_jobs_bytes: self.jobs.finished_bytes(),
             },
             ready: self.readiness().is_ok(),
         }
@@ -600,6 +475,9 @@ pub struct Status {
     pub breaker: &'static str,
     pub parts: Vec<PartStatus>,
     pub answers: AnswerCounts,
+    /// Requests waiting for the pipeline now.
+    pub in_flight: usize,
+    pub memory: MemoryStatus,
     pub ready: bool,
 }
 
@@ -616,4 +494,13 @@ pub struct AnswerCounts {
     pub model: u64,
     pub cached: u64,
     pub fallback: u64,
+}
+
+/// What the bounded stores hold now, in bytes.
+#[derive(Debug, Serialize)]
+pub struct MemoryStatus {
+    pub submission_queue_bytes: usize,
+    pub answer_cache_bytes: u64,
+    pub running_jobs_bytes: usize,
+    pub finished_jobs_bytes: u64,
 }
