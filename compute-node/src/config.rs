@@ -4,11 +4,13 @@
 use anyhow::Result;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use setlist_core::plan::{DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_MESSAGE_BYTES};
 use setlist_core::slice::Part;
 use setlist_core::telemetry::LogFormat;
 use setlist_service::config::{self as settings, out_of_range, required};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser, Debug, Default, Serialize)]
 #[command(
@@ -68,6 +70,16 @@ pub struct Args {
     #[arg(long, env = "SETLIST_HALF_PRECISION", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     half_precision: Option<bool>,
+    /// The furthest ahead of this node's clock a request's deadline may be;
+    /// frames claiming more are dead-lettered (deadline_too_far).
+    #[arg(long, env = "SETLIST_MAX_DEADLINE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_deadline_ms: Option<u64>,
+    /// Longest a graceful shutdown may take before the node exits anyway;
+    /// delivering, committing and leaving the group get a quarter each.
+    #[arg(long, env = "SETLIST_SHUTDOWN_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shutdown_timeout_ms: Option<u64>,
     /// libtorch threads for the forward pass. One per node by default: a
     /// machine runs several nodes, and more threads than cores only spin.
     #[arg(long, env = "SETLIST_THREADS")]
@@ -94,6 +106,8 @@ pub struct Config {
     pub max_wait_ms: u64,
     pub max_message_bytes: usize,
     pub half_precision: bool,
+    pub max_deadline_ms: u64,
+    pub shutdown_timeout_ms: u64,
     pub threads: u32,
     pub log_format: LogFormat,
 }
@@ -109,10 +123,14 @@ impl Default for Config {
             namespace: "default".into(),
             cluster: "setlist".into(),
             listen: "0.0.0.0:9100".parse().expect("a valid address"),
-            max_batch_rows: 64,
+            max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
             max_wait_ms: 2,
-            max_message_bytes: 1_000_000,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             half_precision: false,
+            // 60 s is the longest deadline any Setlist service allows; the
+            // rest is for clocks that differ between machines.
+            max_deadline_ms: 65_000,
+            shutdown_timeout_ms: 10_000,
             threads: 1,
             log_format: LogFormat::default(),
         }
@@ -123,6 +141,8 @@ impl Default for Config {
 const MAX_BATCH_ROWS: usize = 4096;
 const MAX_WAIT_MS: u64 = 1000;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+const DEADLINE_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
+const SHUTDOWN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
 
 pub fn parse_part(text: &str) -> Result<Part, String> {
     let bad = || format!("part \"{text}\" is not stage-K or shard-S");
@@ -151,6 +171,18 @@ impl Config {
         let config: Config = settings::load(&args, args.config.as_deref())?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The bound on a whole graceful shutdown.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The bound on each step of a graceful shutdown (delivering the frames
+    /// in flight, committing, leaving the group): three of them fit the
+    /// whole bound with room to spare.
+    pub fn shutdown_step(&self) -> Duration {
+        self.shutdown_timeout() / 4
     }
 
     /// The part this node runs (required, so always there once loaded).
@@ -184,6 +216,22 @@ impl Config {
                 self.max_wait_ms,
                 &format!("at most {MAX_WAIT_MS}"),
             ));
+        }
+        for (field, value, range) in [
+            ("max_deadline_ms", self.max_deadline_ms, DEADLINE_MS),
+            (
+                "shutdown_timeout_ms",
+                self.shutdown_timeout_ms,
+                SHUTDOWN_TIMEOUT_MS,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(out_of_range(
+                    field,
+                    value,
+                    &format!("between {} and {}", range.start(), range.end()),
+                ));
+            }
         }
         if !(64 * 1024..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
             return Err(out_of_range(
@@ -222,6 +270,8 @@ mod tests {
             (config.max_batch_rows, config.namespace.as_str()),
             (64, "default")
         );
+        assert_eq!(config.max_deadline_ms, 65_000);
+        assert_eq!(config.shutdown_step(), Duration::from_millis(2_500));
     }
 
     #[test]
@@ -251,6 +301,18 @@ mod tests {
         assert_eq!(
             err,
             "setting \"max_wait_ms\": it is 5000; it must be at most 1000"
+        );
+        let err = parse(&[
+            "--slices=/s",
+            "--kafka=k",
+            "--part=stage-0",
+            "--shutdown-timeout-ms=0",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "setting \"shutdown_timeout_ms\": it is 0; it must be between 100 and 300000"
         );
     }
 }

@@ -2,102 +2,76 @@
 //! only its slice, consumes its stage topic in a consumer group, and serves
 //! /healthz, /readyz and /metrics.
 
+mod accept;
+mod batch;
 mod config;
+mod delivery;
+mod health;
+mod kafka;
+mod ledger;
+mod metadata;
 mod metrics;
+mod throttle;
 mod worker;
 
 use anyhow::{Context, Result};
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use config::Config;
+use health::Health;
 use metrics::Metrics;
-use setlist_core::slice::{Part, SliceSet};
+use setlist_core::plan::{FrameBatch, Link};
+use setlist_core::slice::{Part, SliceManifest, SliceSet};
 use setlist_model::slice::LoadParts;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use worker::{Health, Slice, Worker};
+use setlist_service::shutdown;
+use std::sync::Arc;
+use worker::{Slice, Worker};
 
-/// Everything the HTTP endpoints read.
-struct Node {
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    /// Why the slice could not be loaded, if it could not.
-    slice_error: Mutex<Option<String>>,
-}
-
-impl Node {
-    /// Ready means serving: slice loaded, input partitions assigned, broker
-    /// reachable, not shutting down. The reason is the body of /readyz.
-    fn readiness(&self) -> Result<String, String> {
-        if let Some(error) = &*self.slice_error.lock().expect("readiness lock") {
-            return Err(format!("not ready: the slice was refused: {error}"));
-        }
-        let h = &self.health;
-        if h.stopping.load(Ordering::Relaxed) {
-            return Err("not ready: shutting down".into());
-        }
-        if !h.broker_reachable.load(Ordering::Relaxed) {
-            return Err("not ready: the Kafka brokers are not reachable".into());
-        }
-        match h.assigned_partitions.load(Ordering::Relaxed) {
-            0 => Err(
-                "not ready: no input partitions assigned yet (joining the consumer group)".into(),
-            ),
-            n => Ok(format!("ready: {n} input partitions assigned")),
-        }
-    }
-}
-
-async fn healthz() -> &'static str {
-    "alive\n"
-}
-
-async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
-    let readiness = node.readiness();
-    node.metrics.ready.set(i64::from(readiness.is_ok()));
-    match readiness {
-        Ok(text) => (StatusCode::OK, text + "\n"),
-        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text + "\n"),
-    }
-}
-
-async fn metrics(State(node): State<Arc<Node>>) -> String {
-    node.metrics.ready.set(i64::from(node.readiness().is_ok()));
-    setlist_core::telemetry::render(&node.metrics.registry)
-}
-
-fn load_slice(config: &Config) -> Result<(Slice, setlist_core::slice::SliceManifest)> {
+/// Opens the slice set, checks that every request this part can send fits
+/// `max_message_bytes` (before loading any tensor: a node that could not
+/// send its output must not start consuming), then loads and verifies the
+/// slice.
+fn load_slice(config: &Config) -> Result<(Slice, SliceManifest)> {
     let set = SliceSet::open(&config.slices, config.model_version.as_deref())?;
-    let slice = match config.part() {
+    let manifest = &set.manifest;
+    let part = config.part();
+    let batch = FrameBatch {
+        rows: config.max_batch_rows,
+        half_precision: config.half_precision,
+    };
+    let link = Link::output_of(part, manifest.plan.stages.len() as u32);
+    let frames = manifest.plan.link_frames(&manifest.config, link, batch);
+    frames.check(config.max_message_bytes, "max_message_bytes")?;
+    tracing::info!(
+        %link,
+        one_request_bytes = frames.one_request_bytes(),
+        batch_rows = config.max_batch_rows,
+        batch_bytes = frames.batch_bytes(),
+        messages_per_batch = frames.messages(config.max_message_bytes),
+        max_message_bytes = config.max_message_bytes,
+        "the largest output fits"
+    );
+    let slice = match part {
         Part::Stage(k) => Slice::Stage(set.load_stage(k)?),
         Part::OutputShard(s) => Slice::Shard(set.load_shard(s)?),
     };
     Ok((slice, set.manifest))
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler installs");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-}
+/// Stop signals this soon after the first are the same request repeated.
+const REPEATED_SIGNAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let config = Config::load()?;
     setlist_core::telemetry::init_logging(config.log_format);
-    setlist_service::shutdown::die_with_parent();
+    shutdown::die_with_parent();
     let part = config.part().to_string();
     tch::set_num_threads(config.threads as i32);
-    let node = Arc::new(Node {
-        metrics: Arc::new(Metrics::new(&part)),
-        health: Arc::new(Health::default()),
-        slice_error: Mutex::new(None),
-    });
+    let health = Arc::new(Health::default());
+    let readiness: setlist_service::health::Readiness = {
+        let health = health.clone();
+        Arc::new(move || health.readiness())
+    };
+    let metrics = Arc::new(Metrics::new(&part, readiness.clone()));
     let worker = match load_slice(&config) {
         Ok((slice, manifest)) => {
             tracing::info!(%part, model_version = %manifest.model_version, slices = %config.slices.display(), "slice loaded and verified");
@@ -105,8 +79,8 @@ async fn main() -> Result<()> {
                 slice,
                 &manifest,
                 config.clone(),
-                node.metrics.clone(),
-                node.health.clone(),
+                metrics.clone(),
+                health.clone(),
             )?;
             Some(
                 std::thread::Builder::new()
@@ -118,34 +92,45 @@ async fn main() -> Result<()> {
             // Stay up and say why on /readyz: an orchestrator replaces the
             // node or its slices; restarting in a loop would hide the reason.
             tracing::error!(%part, error = format!("{error:#}"), "refusing the slice; this node will not serve");
-            *node.slice_error.lock().expect("readiness lock") = Some(format!("{error:#}"));
+            health.refuse(format!("{error:#}"));
             None
         }
     };
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(node.clone());
+    let app = setlist_service::health::routes(readiness, metrics.registry.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let health = node.health.clone();
+    let stopping = health.clone();
+    let shutdown_timeout = config.shutdown_timeout();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                health.stopping.store(true, Ordering::Relaxed);
+                shutdown::signal().await;
+                let first = std::time::Instant::now();
+                tracing::info!(limit = ?shutdown_timeout, "stop signal: shutting down (a second one exits at once)");
+                stopping.begin_stopping(shutdown_timeout);
+                tokio::spawn(async move {
+                    loop {
+                        shutdown::signal().await;
+                        // When `setlist up` dies, the kernel sends the
+                        // parent-death signal again as each of its threads
+                        // exits, milliseconds apart: not a second request.
+                        if first.elapsed() >= REPEATED_SIGNAL {
+                            break;
+                        }
+                    }
+                    tracing::warn!("a second stop signal: exiting without finishing the shutdown");
+                    std::process::exit(1);
+                });
             })
             .await
     });
     let outcome = match worker {
         Some(handle) => {
-            // The worker ends on a stop signal (after committing) or on a
-            // fatal error; either way the process ends with it.
+            // The worker ends on a stop signal (after its bounded shutdown)
+            // or on a broker-level failure; either way the process ends with it.
             let result = tokio::task::spawn_blocking(move || handle.join()).await?;
-            node.health.stopping.store(true, Ordering::Relaxed);
             match result {
                 Ok(outcome) => outcome,
                 Err(_) => Err(anyhow::anyhow!("the worker thread panicked")),

@@ -1,8 +1,11 @@
 //! What a node reports on /metrics. Every series carries `part`
 //! (`stage-0`, `shard-1`, …) so a dashboard shows the cost of each hop.
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use setlist_core::telemetry::latency_buckets;
+use setlist_service::health::Readiness;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -14,17 +17,40 @@ pub struct Metrics {
     pub produce: Histogram,
     pub frames_in: IntCounter,
     pub frames_out: IntCounter,
-    /// Requests dropped, by reason (`deadline_expired`).
+    /// Accepted requests that got no output, by reason: `deadline_expired`,
+    /// or the dead-letter reason of an output that could not be sent.
     pub dropped_rows: IntCounterVec,
-    /// Frames sent to the dead-letter topic, by reason.
+    /// Frames (or outputs) sent to the dead-letter topic, by reason.
     pub dead_letters: IntCounterVec,
+    /// Dead letters Kafka refused in turn, by the reason they were for:
+    /// those frames are gone but for the log line with their source.
+    pub lost_dead_letters: IntCounterVec,
     pub produce_failures: IntCounter,
+    /// Offsets that could not be stored (the partition moved to another
+    /// node, which processes those frames again).
+    pub offset_store_failures: IntCounter,
     pub assigned_partitions: IntGauge,
-    pub ready: IntGauge,
+}
+
+/// `ready` as /readyz would answer at the moment of each scrape.
+struct ReadyGauge {
+    gauge: IntGauge,
+    readiness: Readiness,
+}
+
+impl Collector for ReadyGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gauge.set(i64::from((self.readiness)().is_ok()));
+        self.gauge.collect()
+    }
 }
 
 impl Metrics {
-    pub fn new(part: &str) -> Metrics {
+    pub fn new(part: &str, readiness: Readiness) -> Metrics {
         let registry = Registry::new_custom(
             Some("setlist_node".into()),
             Some([("part".to_string(), part.to_string())].into()),
@@ -60,6 +86,17 @@ impl Metrics {
                 .expect("each metric is registered once");
             g
         };
+        let ready = IntGauge::new(
+            "ready",
+            "1 when the node serves: slice loaded, partitions assigned, broker reachable.",
+        )
+        .expect("valid gauge options");
+        registry
+            .register(Box::new(ReadyGauge {
+                gauge: ready,
+                readiness,
+            }))
+            .expect("each metric is registered once");
         let rows = vec![
             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
         ];
@@ -83,26 +120,64 @@ impl Metrics {
             frames_in: counter("frames_in_total", "Frames consumed."),
             frames_out: counter(
                 "frames_out_total",
-                "Frames produced to the next stage or to results.",
+                "Frames Kafka acknowledged on the next stage's topic or on results.",
             ),
-            dropped_rows: counter_vec("dropped_rows_total", "Requests dropped, by reason."),
+            dropped_rows: counter_vec(
+                "dropped_rows_total",
+                "Accepted requests that got no output, by reason.",
+            ),
             dead_letters: counter_vec(
                 "dead_letters_total",
-                "Frames sent to the dead-letter topic, by reason.",
+                "Frames, or outputs that could not be sent, sent to the dead-letter topic, by reason.",
+            ),
+            lost_dead_letters: counter_vec(
+                "lost_dead_letters_total",
+                "Dead letters Kafka refused too (logged with their source), by reason.",
             ),
             produce_failures: counter(
                 "produce_failures_total",
-                "Frames Kafka did not acknowledge.",
+                "Messages Kafka did not acknowledge.",
+            ),
+            offset_store_failures: counter(
+                "offset_store_failures_total",
+                "Consumed offsets not stored because the partition moved to another node.",
             ),
             assigned_partitions: gauge(
                 "assigned_partitions",
                 "Input partitions assigned to this node.",
             ),
-            ready: gauge(
-                "ready",
-                "1 when the node serves: slice loaded, partitions assigned, broker reachable.",
-            ),
             registry,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn ready_is_what_readiness_says_at_each_scrape() {
+        let serving = Arc::new(AtomicBool::new(false));
+        let flag = serving.clone();
+        let metrics = Metrics::new(
+            "stage-1",
+            Arc::new(move || {
+                if flag.load(Ordering::Relaxed) {
+                    Ok("ready".into())
+                } else {
+                    Err("not ready".into())
+                }
+            }),
+        );
+        let scrape = || setlist_core::telemetry::render(&metrics.registry);
+        assert!(
+            scrape().contains("setlist_node_ready{part=\"stage-1\"} 0"),
+            "{}",
+            scrape()
+        );
+        serving.store(true, Ordering::Relaxed);
+        assert!(scrape().contains("setlist_node_ready{part=\"stage-1\"} 1"));
     }
 }

@@ -1,27 +1,34 @@
-//! The node's loop: consume a micro-batch of frames, check them, run the
-//! slice once for all of them, produce one frame per input frame, and only
-//! then store the input offsets (at-least-once).
+//! The node's loop, a thin shell around the pure parts: gather a batch of
+//! frames ([`Assembly`]), check each ([`Expected::accept`]), run the slice
+//! once for all of them, produce one frame per input frame, and store the
+//! input offsets only once Kafka settled all of it ([`Ledger`]):
+//! at-least-once. A frame, or an output, that cannot be used goes to the
+//! dead-letter topic and its offset is stored like any other, so no frame
+//! can stop a node twice; only the brokers failing stops it.
 
+use crate::accept::{Expected, Input, Positions, Reason, Rejection};
+use crate::batch::{Assembly, drop_expired};
 use crate::config::Config;
+use crate::delivery::{Pending, dead_letter_headers, dead_letter_payload, frame_tied, rows_only};
+use crate::health::Health;
+use crate::kafka::{Complaints, DeliveryContext, NodeContext};
+use crate::ledger::{BatchId, Commits, Ledger};
+use crate::metadata::ResultsPartitions;
 use crate::metrics::Metrics;
 use anyhow::{Context, Result};
-use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::{Consumer as TopicConsumer, Topics};
-use setlist_core::wire::{Activations, Body, Frame, Hop, Values, WireError};
-use setlist_core::wire::{concat, split_rows, take_rows};
+use setlist_core::wire::{Activations, Body, Frame, Hop, WireError, concat, split_rows};
 use setlist_model::ops::RowQuery;
 use setlist_model::pipeline::{from_activations, to_activations};
 use setlist_model::slice::{ShardSlice, StageSlice};
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The loaded slice.
@@ -30,59 +37,29 @@ pub enum Slice {
     Shard(ShardSlice),
 }
 
-/// What the HTTP endpoints read about the worker.
-#[derive(Default)]
-pub struct Health {
-    pub assigned_partitions: AtomicUsize,
-    pub broker_reachable: AtomicBool,
-    pub stopping: AtomicBool,
-}
-
-/// Notices when every broker is unreachable (readiness must say so).
-pub struct NodeContext {
-    health: Arc<Health>,
-}
-
-impl ClientContext for NodeContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.broker_reachable.store(false, Ordering::Relaxed);
+/// Reads the results topic's partition count into `partitions`; the answer
+/// (or its absence) is also the broker reachability readiness reports.
+fn read_results_partitions(
+    consumer: &BaseConsumer<NodeContext>,
+    topic: &str,
+    health: &Health,
+    partitions: &mut ResultsPartitions,
+) {
+    let read = consumer.fetch_metadata(Some(topic), Duration::from_secs(1));
+    health
+        .broker_reachable
+        .store(read.is_ok(), Ordering::Relaxed);
+    let count = read.ok().and_then(|metadata| {
+        let found = metadata.topics().iter().find(|t| t.name() == topic)?;
+        if found.error().is_some() {
+            return None;
         }
-        tracing::warn!(%error, reason, "kafka client error");
+        u32::try_from(found.partitions().len()).ok()
+    });
+    if count.is_some() && count != partitions.count() {
+        tracing::info!(partitions = count, topic, "results topic partitions");
     }
-}
-
-impl ConsumerContext for NodeContext {}
-
-/// Collects librdkafka's delivery reports (batch number, delivered?), so a
-/// batch's input offsets are stored only once all of its output arrived.
-#[derive(Default)]
-pub struct DeliveryContext {
-    reports: Mutex<Vec<(usize, bool)>>,
-}
-
-impl ClientContext for DeliveryContext {}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = usize;
-    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
-        if let Err((error, _)) = result {
-            tracing::error!(%error, "kafka did not accept a frame");
-        }
-        self.reports
-            .lock()
-            .expect("delivery lock")
-            .push((batch, result.is_ok()));
-    }
-}
-
-/// A processed batch whose output Kafka has not fully acknowledged yet.
-struct InFlight {
-    batch: usize,
-    outstanding: usize,
-    failed: bool,
-    offsets: Vec<(String, i32, i64)>,
-    started: Instant,
+    partitions.record(Instant::now(), count);
 }
 
 /// Batches awaiting acknowledgement before the node stops taking more:
@@ -98,6 +75,13 @@ struct Received {
     checked: Result<(Frame, Activations), Refused>,
 }
 
+impl Received {
+    /// Where it was consumed, for dead letters and logs.
+    fn source(&self) -> String {
+        format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+}
+
 /// A message this node will not compute, and its bytes for the dead-letter
 /// topic (only refused messages keep their bytes: activations are large).
 struct Refused {
@@ -105,31 +89,33 @@ struct Refused {
     payload: Vec<u8>,
 }
 
-/// Why a frame could not be used; the label of the dead-letter counter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: &'static str,
-    pub detail: String,
-}
-
 /// A frame accepted for computing, with its surviving rows.
 struct Accepted {
     frame: Frame,
     activations: Activations,
     received_us: u64,
+    source: String,
+}
+
+/// An output frame and where it goes.
+struct Output {
+    frame: Frame,
+    /// The results partition of the dispatcher that asked (shards only).
+    partition: Option<i32>,
+    source: String,
 }
 
 pub struct Worker {
     slice: Slice,
-    model_version: String,
+    expected: Expected,
     stages: u32,
-    catalogue_size: u32,
     topics: Topics,
     input_topic: String,
+    output_topic: String,
     consumer: BaseConsumer<NodeContext>,
     producer: BaseProducer<DeliveryContext>,
-    in_flight: VecDeque<InFlight>,
-    next_batch: usize,
+    ledger: Ledger<Pending>,
+    results_partitions: ResultsPartitions,
     config: Config,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -145,10 +131,38 @@ impl Worker {
     ) -> Result<Worker> {
         let topics = Topics::new(&config.namespace, &config.cluster, &manifest.model_version)?;
         let stages = manifest.plan.stages.len() as u32;
-        let consumer_kind = match &slice {
-            Slice::Stage(s) => TopicConsumer::Stage(s.plan.index),
-            Slice::Shard(s) => TopicConsumer::OutputShard(s.plan.index),
+        let model = &manifest.config;
+        let (consumer_kind, stage, input, positions, output_topic) = match &slice {
+            Slice::Stage(s) => (
+                TopicConsumer::Stage(s.plan.index),
+                s.plan.index,
+                if s.reads_track_ids() {
+                    Input::TrackIds
+                } else {
+                    Input::Floats { dim: s.input_dim() }
+                },
+                Positions::UpTo(model.max_history),
+                topics.stage(s.plan.index + 1),
+            ),
+            Slice::Shard(s) => (
+                TopicConsumer::OutputShard(s.plan.index),
+                stages,
+                Input::Floats {
+                    dim: s.hidden_dim(),
+                },
+                Positions::One,
+                topics.results(),
+            ),
         };
+        let expected = Expected {
+            model_version: manifest.model_version.clone(),
+            stage,
+            input,
+            positions,
+            catalogue_size: model.catalogue_size,
+            max_deadline_ahead_ms: config.max_deadline_ms,
+        };
+        let complaints = Complaints::new(health.clone());
         let settings = KafkaSettings::new(&config.kafka)
             .with_overrides(&config.kafka_set)
             .map_err(anyhow::Error::msg)?;
@@ -159,76 +173,82 @@ impl Worker {
             },
         )
         .create_with_context(NodeContext {
-            health: health.clone(),
+            complaints: complaints.clone(),
+            commits: Mutex::new(Commits::default()),
         })
         .context("cannot create the Kafka consumer")?;
         let input_topic = topics.input_of(consumer_kind, stages);
         consumer
             .subscribe(&[&input_topic])
             .context("cannot subscribe to the input topic")?;
+        // Headroom over max_message_bytes for the record's key, headers and
+        // batch framing, so a frame that fits the budget is never refused here.
         let producer: BaseProducer<DeliveryContext> =
             setlist_service::kafka::client_config(&settings, &Role::Producer)
                 .set(
                     "message.max.bytes",
                     (config.max_message_bytes + 64 * 1024).to_string(),
                 )
-                .create_with_context(DeliveryContext::default())
+                .create_with_context(DeliveryContext {
+                    complaints,
+                    reports: Mutex::new(Vec::new()),
+                })
                 .context("cannot create the Kafka producer")?;
         Ok(Worker {
             slice,
-            model_version: manifest.model_version.clone(),
+            expected,
             stages,
-            catalogue_size: manifest.config.catalogue_size,
             topics,
             input_topic,
+            output_topic,
             consumer,
             producer,
-            in_flight: VecDeque::new(),
-            next_batch: 0,
+            ledger: Ledger::default(),
+            results_partitions: ResultsPartitions::default(),
             config,
             metrics,
             health,
         })
     }
 
-    /// Runs until `health.stopping` is set, then finishes the batch in hand,
-    /// commits and leaves the group.
+    /// Serves until a stop signal or a broker-level failure, then stops
+    /// within the shutdown timeout whatever the brokers do.
     pub fn run(mut self) -> Result<()> {
         tracing::info!(topic = %self.input_topic, "consuming");
-        let mut last_broker_check = Instant::now() - Duration::from_secs(60);
-        while !self.health.stopping.load(Ordering::Relaxed) {
+        let outcome = self.serve();
+        if let Err(error) = &outcome {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "stopping after a broker-level failure; the unsettled frames will be processed again"
+            );
+        }
+        self.health.begin_stopping(self.config.shutdown_timeout());
+        self.stop();
+        outcome
+    }
+
+    fn serve(&mut self) -> Result<()> {
+        while !self.health.is_stopping() {
             let batch = self.collect();
             self.settle()?;
             self.refresh_assignment();
+            if self
+                .results_partitions
+                .due(Instant::now(), batch.is_empty())
+            {
+                read_results_partitions(
+                    &self.consumer,
+                    &self.topics.results(),
+                    &self.health,
+                    &mut self.results_partitions,
+                );
+            }
             if batch.is_empty() {
-                if last_broker_check.elapsed() > Duration::from_secs(2) {
-                    let reachable = self
-                        .consumer
-                        .fetch_metadata(Some(&self.input_topic), Duration::from_secs(1))
-                        .is_ok();
-                    self.health
-                        .broker_reachable
-                        .store(reachable, Ordering::Relaxed);
-                    last_broker_check = Instant::now();
-                }
                 continue;
             }
             self.health.broker_reachable.store(true, Ordering::Relaxed);
             self.process(batch)?;
         }
-        tracing::info!("stopping: committing and leaving the consumer group");
-        self.drain(Duration::from_secs(5))
-            .context("cannot deliver the last frames")?;
-        if let Err(error) = self
-            .consumer
-            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-        {
-            // Nothing stored since the last automatic commit is not an error.
-            if error.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
-                tracing::warn!(%error, "final commit failed; the last frames may be processed again");
-            }
-        }
-        self.consumer.unsubscribe();
         Ok(())
     }
 
@@ -240,50 +260,60 @@ impl Worker {
         self.metrics.assigned_partitions.set(assigned as i64);
     }
 
-    /// Waits up to 100 ms for a first frame (so a stop request is noticed),
-    /// then up to `max_wait_ms` for more, until `max_batch_rows` requests.
-    fn collect(&self) -> Vec<Received> {
+    /// Gathers one batch of frames, checking each as it arrives.
+    fn collect(&mut self) -> Vec<Received> {
         let mut batch = Vec::new();
-        let mut rows = 0usize;
-        let mut until: Option<Instant> = None;
-        loop {
-            // After the first frame, whatever has already arrived joins the
-            // batch at no cost (a zero wait), then up to max_wait_ms more.
-            let wait = match until {
-                None => Duration::from_millis(100),
-                Some(end) => end.saturating_duration_since(Instant::now()),
-            };
-            match self.consumer.poll(wait) {
+        let mut assembly = Assembly::new(
+            self.config.max_batch_rows,
+            Duration::from_millis(self.config.max_wait_ms),
+        );
+        while let Some(wait) = assembly.next_wait(Instant::now()) {
+            let received = match self.consumer.poll(wait) {
                 Some(Ok(message)) => {
                     let received_us = now_unix_us();
                     let payload = message.payload().unwrap_or_default();
-                    let checked =
-                        self.accept(Frame::decode(payload))
-                            .map_err(|rejection| Refused {
-                                rejection,
-                                payload: payload.to_vec(),
-                            });
-                    rows += checked.as_ref().map_or(1, |(f, _)| f.rows.len());
-                    batch.push(Received {
+                    let decoded = Frame::decode(payload);
+                    // A partition beyond the known count may be new: read
+                    // the count again before judging the frame by it.
+                    if let Ok(frame) = &decoded
+                        && self
+                            .results_partitions
+                            .due_for(frame.reply_to, Instant::now())
+                    {
+                        read_results_partitions(
+                            &self.consumer,
+                            &self.topics.results(),
+                            &self.health,
+                            &mut self.results_partitions,
+                        );
+                    }
+                    let checked = self
+                        .expected
+                        .accept(decoded, received_us / 1000, self.results_partitions.count())
+                        .map_err(|rejection| Refused {
+                            rejection,
+                            payload: payload.to_vec(),
+                        });
+                    Received {
                         topic: message.topic().to_string(),
                         partition: message.partition(),
                         offset: message.offset(),
                         received_us,
                         checked,
-                    });
-                    until.get_or_insert_with(|| {
-                        Instant::now() + Duration::from_millis(self.config.max_wait_ms)
-                    });
-                    if rows >= self.config.max_batch_rows {
-                        break;
                     }
                 }
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "consume error");
+                    self.consumer
+                        .context()
+                        .complaints
+                        .warn("consume error", &error, "");
                     break;
                 }
                 None => break,
-            }
+            };
+            let rows = received.checked.as_ref().map_or(1, |(f, _)| f.rows.len());
+            assembly.add(rows, Instant::now());
+            batch.push(received);
         }
         batch
     }
@@ -291,69 +321,53 @@ impl Worker {
     fn process(&mut self, batch: Vec<Received>) -> Result<()> {
         self.metrics.frames_in.inc_by(batch.len() as u64);
         let now_ms = now_unix_us() / 1000;
-        let batch_number = self.next_batch;
-        self.next_batch += 1;
-        let mut in_flight = InFlight {
-            batch: batch_number,
-            outstanding: 0,
-            failed: false,
-            offsets: batch
-                .iter()
-                .map(|r| (r.topic.clone(), r.partition, r.offset))
-                .collect(),
-            started: Instant::now(),
-        };
+        let positions = batch
+            .iter()
+            .map(|r| (r.topic.clone(), r.partition, r.offset))
+            .collect();
+        let id = self.ledger.open(positions, Instant::now());
         let mut accepted = Vec::new();
         for received in batch {
-            let (mut frame, activations) = match received.checked {
-                Ok(checked) => checked,
-                Err(ref refused) => {
-                    self.dead_letter(&received, refused, &mut in_flight);
-                    continue;
+            let source = received.source();
+            match received.checked {
+                Err(refused) => {
+                    self.dead_letter_refused(id, &source, &refused.rejection, &refused.payload)?;
                 }
-            };
-            let alive: Vec<usize> = (0..frame.rows.len())
-                .filter(|&r| frame.rows[r].deadline_unix_ms >= now_ms)
-                .collect();
-            let expired = frame.rows.len() - alive.len();
-            if expired > 0 {
-                self.metrics
-                    .dropped_rows
-                    .with_label_values(&["deadline_expired"])
-                    .inc_by(expired as u64);
+                Ok((frame, activations)) => {
+                    let (alive, expired) = drop_expired(frame, activations, now_ms);
+                    if expired > 0 {
+                        self.metrics
+                            .dropped_rows
+                            .with_label_values(&["deadline_expired"])
+                            .inc_by(expired as u64);
+                    }
+                    if let Some((frame, activations)) = alive {
+                        accepted.push(Accepted {
+                            frame,
+                            activations,
+                            received_us: received.received_us,
+                            source,
+                        });
+                    }
+                }
             }
-            if alive.is_empty() {
-                continue;
-            }
-            let activations = if expired > 0 {
-                frame.rows = alive.iter().map(|&r| frame.rows[r].clone()).collect();
-                take_rows(&activations, &alive)
-            } else {
-                activations
-            };
-            accepted.push(Accepted {
-                frame,
-                activations,
-                received_us: received.received_us,
-            });
         }
         if !accepted.is_empty() {
             let outputs = self.compute(accepted);
-            self.produce(outputs, &mut in_flight)?;
+            self.produce(id, outputs)?;
         }
-        self.in_flight.push_back(in_flight);
         // Backpressure: wait for Kafka rather than pile up unacknowledged work.
-        while self.in_flight.len() > MAX_IN_FLIGHT {
+        while self.ledger.len() > MAX_IN_FLIGHT && !self.health.is_stopping() {
             self.producer.poll(Duration::from_millis(1));
             self.settle()?;
         }
         self.settle()
     }
 
-    /// Applies delivery reports and stores the input offsets of every batch
-    /// at the front whose output is fully acknowledged, in order. A batch
-    /// Kafka refused ends the worker before its offsets are stored, so the
-    /// group hands it to a member again: at-least-once.
+    /// Applies delivery reports (dead-lettering what Kafka refused because
+    /// of the message itself) and stores the offsets of every batch at the
+    /// front that has settled, in order. A broker-level failure breaks its
+    /// batch, whose offsets are then never stored: at-least-once.
     fn settle(&mut self) -> Result<()> {
         self.producer.poll(Duration::ZERO);
         let reports = std::mem::take(
@@ -364,162 +378,159 @@ impl Worker {
                 .lock()
                 .expect("delivery lock"),
         );
-        for (batch, delivered) in reports {
-            if let Some(b) = self.in_flight.iter_mut().find(|b| b.batch == batch) {
-                b.outstanding = b.outstanding.saturating_sub(1);
-                b.failed |= !delivered;
+        let mut failure = Ok(());
+        for (key, error) in reports {
+            let Some((batch, pending)) = self.ledger.settle_message(key) else {
+                continue;
+            };
+            match error {
+                None if matches!(pending, Pending::Output { .. }) => self.metrics.frames_out.inc(),
+                None => {}
+                Some(error) => {
+                    let outcome = self.refused(batch, pending, error);
+                    if failure.is_ok() {
+                        failure = outcome;
+                    }
+                }
             }
         }
-        while self.in_flight.front().is_some_and(|b| b.outstanding == 0) {
-            let done = self.in_flight.pop_front().expect("checked above");
-            if done.failed {
-                self.metrics.produce_failures.inc();
-                anyhow::bail!(
-                    "Kafka refused frames of a batch; stopping so the batch is processed again"
-                );
-            }
+        for done in self.ledger.settled() {
             self.metrics
                 .produce
                 .observe(done.started.elapsed().as_secs_f64());
-            for (topic, partition, offset) in &done.offsets {
-                self.consumer
-                    .store_offset(topic, *partition, *offset)
-                    .context("cannot store a consumed offset")?;
+            for ((topic, partition), next) in done.next_offsets {
+                // rd_kafka_offset_store stores `offset + 1`: the next to read.
+                match self.consumer.store_offset(&topic, partition, next - 1) {
+                    Ok(()) => self
+                        .consumer
+                        .context()
+                        .commits
+                        .lock()
+                        .expect("commits lock")
+                        .stored((topic, partition), next),
+                    Err(error) => {
+                        // The partition moved to another member, which
+                        // consumes these frames again: at-least-once holds.
+                        self.metrics.offset_store_failures.inc();
+                        self.consumer.context().complaints.warn(
+                            "cannot store an offset of a partition this node no longer has",
+                            &error,
+                            &topic,
+                        );
+                    }
+                }
             }
         }
-        Ok(())
+        failure
     }
 
-    /// Waits up to `limit` for every batch in flight to be acknowledged.
-    fn drain(&mut self, limit: Duration) -> Result<()> {
-        let started = Instant::now();
-        while !self.in_flight.is_empty() {
-            anyhow::ensure!(
-                started.elapsed() < limit,
-                "Kafka did not acknowledge the last frames in {limit:?}"
+    /// Kafka refused a message, at once or in its delivery report.
+    fn refused(&mut self, batch: BatchId, pending: Pending, error: KafkaError) -> Result<()> {
+        self.metrics.produce_failures.inc();
+        let Some(reason) = frame_tied(&error) else {
+            self.ledger.break_batch(batch);
+            anyhow::bail!(
+                "Kafka did not take a frame ({error}); stopping so that its batch is processed again"
             );
-            self.producer.poll(Duration::from_millis(1));
-            self.settle()?;
-        }
-        Ok(())
-    }
-
-    /// Checks a frame against this node: decodable, same model version,
-    /// addressed to this part, and of the shape this part reads.
-    fn accept(&self, decoded: Result<Frame, WireError>) -> Result<(Frame, Activations), Rejection> {
-        let reject = |reason, detail: String| Rejection { reason, detail };
-        let mut frame = decoded.map_err(|e| reject("undecodable", e.to_string()))?;
-        if frame.model_version != self.model_version {
-            return Err(reject(
-                "wrong_model_version",
-                format!(
-                    "the frame is for model {}, this node serves {}",
-                    frame.model_version, self.model_version
-                ),
-            ));
-        }
-        let expected_stage = match &self.slice {
-            Slice::Stage(s) => s.plan.index,
-            Slice::Shard(_) => self.stages,
         };
-        if u32::from(frame.stage) != expected_stage {
-            return Err(reject(
-                "wrong_stage",
-                format!(
-                    "the frame is for stage {}, this node reads stage {expected_stage}",
-                    frame.stage
-                ),
-            ));
-        }
-        let activations = match std::mem::replace(&mut frame.body, Body::TopK(Vec::new())) {
-            Body::Activations(a) => a,
-            Body::TopK(_) => {
-                return Err(reject(
-                    "wrong_shape",
-                    "a top-k frame on a stage topic".into(),
-                ));
+        let rejection = Rejection::new(reason, format!("Kafka refused the output: {error}"));
+        match pending {
+            Pending::Output { rows, source } => {
+                self.metrics
+                    .dropped_rows
+                    .with_label_values(&[reason.label()])
+                    .inc_by(rows.rows.len() as u64);
+                self.dead_letter_rows(batch, &rows, &source, &rejection)
             }
-        };
-        let (expect_ids, expect_dim) = match &self.slice {
-            Slice::Stage(s) => (s.reads_track_ids(), s.input_dim()),
-            Slice::Shard(s) => (false, s.hidden_dim()),
-        };
-        let is_ids = matches!(activations.values, Values::TrackIds(_));
-        if is_ids != expect_ids || activations.dim != expect_dim {
-            let what = if expect_ids {
-                "track ids".to_string()
-            } else {
-                format!("activations of width {expect_dim}")
-            };
-            return Err(reject(
-                "wrong_shape",
-                format!(
-                    "this node reads {what}, the frame holds {:?} of width {}",
-                    activations.dtype(),
-                    activations.dim
-                ),
-            ));
+            Pending::DeadLetter { reason, source } => {
+                self.metrics
+                    .lost_dead_letters
+                    .with_label_values(&[reason.label()])
+                    .inc();
+                tracing::error!(%error, reason = reason.label(), %source, "Kafka refused a dead letter too; the frame is dropped");
+                Ok(())
+            }
         }
-        if let Values::TrackIds(ids) = &activations.values
-            && let Some(bad) = ids.iter().find(|&&t| t >= self.catalogue_size)
-        {
-            return Err(reject(
-                "wrong_shape",
-                format!(
-                    "track index {bad} is outside the catalogue of {} songs",
-                    self.catalogue_size
-                ),
-            ));
-        }
-        if matches!(self.slice, Slice::Shard(_)) && activations.lengths.iter().any(|&l| l != 1) {
-            return Err(reject(
-                "wrong_shape",
-                "output shards read one position per request".into(),
-            ));
-        }
-        Ok((frame, activations))
     }
 
-    fn dead_letter(&self, received: &Received, refused: &Refused, in_flight: &mut InFlight) {
-        let rejection = &refused.rejection;
-        tracing::warn!(reason = rejection.reason, detail = %rejection.detail, partition = received.partition, offset = received.offset, "dead-lettering a frame");
+    /// Sends a frame this node refused to the dead-letter topic.
+    fn dead_letter_refused(
+        &mut self,
+        batch: BatchId,
+        source: &str,
+        rejection: &Rejection,
+        payload: &[u8],
+    ) -> Result<()> {
+        tracing::warn!(reason = rejection.reason.label(), detail = %rejection.detail, %source, "dead-lettering a frame");
         self.metrics
             .dead_letters
-            .with_label_values(&[rejection.reason])
+            .with_label_values(&[rejection.reason.label()])
             .inc();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "setlist-reason",
-                value: Some(rejection.reason),
-            })
-            .insert(Header {
-                key: "setlist-detail",
-                value: Some(&rejection.detail),
-            })
-            .insert(Header {
-                key: "setlist-source",
-                value: Some(&format!(
-                    "{}/{}/{}",
-                    received.topic, received.partition, received.offset
-                )),
-            });
+        let (payload, cut_from) = dead_letter_payload(payload, self.config.max_message_bytes);
+        let headers = dead_letter_headers(rejection, source, cut_from);
+        let pending = Pending::DeadLetter {
+            reason: rejection.reason,
+            source: source.to_string(),
+        };
         let topic = self.topics.dead_letter();
-        self.send(
-            BaseRecord::with_opaque_to(&topic, in_flight.batch)
-                .payload(refused.payload.as_slice())
-                .headers(headers),
-            in_flight,
-        );
+        self.send(batch, &topic, None, payload, Some(headers), pending)
+    }
+
+    /// Sends the rows of an output that could not be produced to the
+    /// dead-letter topic: the rows only (see [`rows_only`]), split to fit.
+    fn dead_letter_rows(
+        &mut self,
+        batch: BatchId,
+        rows: &Frame,
+        source: &str,
+        rejection: &Rejection,
+    ) -> Result<()> {
+        tracing::warn!(reason = rejection.reason.label(), detail = %rejection.detail, %source, rows = rows.rows.len(), "dead-lettering the rows of an output");
+        self.metrics
+            .dead_letters
+            .with_label_values(&[rejection.reason.label()])
+            .inc();
+        let pieces = rows_only(rows)
+            .split_to_fit(self.config.max_message_bytes)
+            .and_then(|pieces| {
+                pieces
+                    .iter()
+                    .map(Frame::encode)
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        let pieces = match pieces {
+            Ok(pieces) => pieces,
+            Err(error) => {
+                // A row's metadata alone fits any allowed max_message_bytes,
+                // so this is a bug; it is counted and logged, not fatal.
+                self.metrics
+                    .lost_dead_letters
+                    .with_label_values(&[rejection.reason.label()])
+                    .inc();
+                tracing::error!(%error, %source, "cannot encode the rows of a dead letter; they are dropped");
+                return Ok(());
+            }
+        };
+        let topic = self.topics.dead_letter();
+        for bytes in pieces {
+            let headers = dead_letter_headers(rejection, source, None);
+            let pending = Pending::DeadLetter {
+                reason: rejection.reason,
+                source: source.to_string(),
+            };
+            self.send(batch, &topic, None, &bytes, Some(headers), pending)?;
+        }
+        Ok(())
     }
 
     /// One forward pass for every accepted frame; one output frame per input.
-    fn compute(&self, accepted: Vec<Accepted>) -> Vec<(Frame, Option<i32>)> {
+    fn compute(&self, accepted: Vec<Accepted>) -> Vec<Output> {
         let started = Instant::now();
         let started_us = now_unix_us();
         let row_counts: Vec<usize> = accepted.iter().map(|a| a.frame.rows.len()).collect();
-        let (inputs, parts): (Vec<(Frame, u64)>, Vec<Activations>) = accepted
+        let (inputs, parts): (Vec<(Frame, u64, String)>, Vec<Activations>) = accepted
             .into_iter()
-            .map(|a| ((a.frame, a.received_us), a.activations))
+            .map(|a| ((a.frame, a.received_us, a.source), a.activations))
             .unzip();
         let combined = concat(parts).expect("accepted frames share this node's input shape");
         self.metrics
@@ -537,7 +548,7 @@ impl Worker {
             }
             Slice::Shard(shard) => {
                 let (hidden, _) = from_activations(&combined, true);
-                let metas: Vec<_> = inputs.iter().flat_map(|(f, _)| f.rows.iter()).collect();
+                let metas: Vec<_> = inputs.iter().flat_map(|(f, _, _)| f.rows.iter()).collect();
                 let queries: Vec<RowQuery> = metas
                     .iter()
                     .map(|m| RowQuery {
@@ -561,7 +572,7 @@ impl Worker {
         inputs
             .into_iter()
             .zip(bodies)
-            .map(|((frame, received_us), body)| {
+            .map(|((frame, received_us, source), body)| {
                 let queue_us = started_us.saturating_sub(received_us);
                 self.metrics.queue_wait.observe(queue_us as f64 / 1e6);
                 let mut hops = frame.hops;
@@ -571,66 +582,202 @@ impl Worker {
                     compute_us: compute.as_micros().min(u32::MAX as u128) as u32,
                     sent_unix_us: now_unix_us(),
                 });
-                let reply_partition =
-                    matches!(self.slice, Slice::Shard(_)).then_some(frame.reply_to as i32);
-                let next = Frame {
+                // Acceptance refuses a reply_to above i32::MAX; were one to
+                // get here, Kafka would refuse partition i32::MAX and the
+                // rows be dead-lettered, never routed to a random partition.
+                let partition = matches!(self.slice, Slice::Shard(_))
+                    .then(|| i32::try_from(frame.reply_to).unwrap_or(i32::MAX));
+                let frame = Frame {
                     stage: next_stage as u16,
                     hops,
                     body,
                     ..frame
                 };
-                (next, reply_partition)
+                Output {
+                    frame,
+                    partition,
+                    source,
+                }
             })
             .collect()
     }
 
-    fn produce(&self, outputs: Vec<(Frame, Option<i32>)>, in_flight: &mut InFlight) -> Result<()> {
-        let topic = match &self.slice {
-            Slice::Stage(s) => self.topics.stage(s.plan.index + 1),
-            Slice::Shard(_) => self.topics.results(),
-        };
-        for (frame, partition) in outputs {
-            for piece in frame
+    /// Sends each output, split to fit a message; an output that cannot be
+    /// split or encoded has its rows dead-lettered instead.
+    fn produce(&mut self, batch: BatchId, outputs: Vec<Output>) -> Result<()> {
+        let topic = self.output_topic.clone();
+        for output in outputs {
+            let rows = rows_only(&output.frame);
+            let encoded = output
+                .frame
                 .split_to_fit(self.config.max_message_bytes)
-                .context("a single request exceeds max_message_bytes")?
-            {
-                let bytes = piece
-                    .encode()
-                    .context("an output frame failed validation")?;
-                let record =
-                    BaseRecord::with_opaque_to(&topic, in_flight.batch).payload(bytes.as_slice());
-                self.send(
-                    match partition {
-                        Some(p) => record.partition(p),
-                        None => record,
-                    },
-                    in_flight,
-                );
-                self.metrics.frames_out.inc();
+                .and_then(|pieces| {
+                    pieces
+                        .into_iter()
+                        .map(|piece| Ok((rows_only(&piece), piece.encode()?)))
+                        .collect::<Result<Vec<_>, WireError>>()
+                });
+            let pieces = match encoded {
+                Ok(pieces) => pieces,
+                Err(error) => {
+                    let reason = match error {
+                        WireError::RowTooLarge { .. } => Reason::OutputTooLarge,
+                        _ => Reason::OutputRefused,
+                    };
+                    self.metrics
+                        .dropped_rows
+                        .with_label_values(&[reason.label()])
+                        .inc_by(rows.rows.len() as u64);
+                    let rejection = Rejection::new(reason, error.to_string());
+                    self.dead_letter_rows(batch, &rows, &output.source, &rejection)?;
+                    continue;
+                }
+            };
+            for (rows, bytes) in pieces {
+                let pending = Pending::Output {
+                    rows,
+                    source: output.source.clone(),
+                };
+                self.send(batch, &topic, output.partition, &bytes, None, pending)?;
             }
         }
         Ok(())
     }
 
-    /// Hands a record to the producer (waiting while its queue is full) and
-    /// counts it as outstanding for its batch.
-    fn send(&self, mut record: BaseRecord<'_, (), [u8], usize>, in_flight: &mut InFlight) {
+    /// Hands a record to the producer, waiting while its queue is full, and
+    /// counts it against its batch. A record Kafka refuses at once is dealt
+    /// with like a refused delivery.
+    fn send(
+        &mut self,
+        batch: BatchId,
+        topic: &str,
+        partition: Option<i32>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        pending: Pending,
+    ) -> Result<()> {
+        let key = self
+            .ledger
+            .sending(batch, pending)
+            .context("a batch was settled before its last message was sent; this is a bug")?;
+        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, key).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         loop {
             match self.producer.send(record) {
-                Ok(()) => {
-                    in_flight.outstanding += 1;
-                    return;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if !self.health.is_stopping() =>
+                {
                     record = back;
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((error, _)) => {
-                    tracing::error!(%error, "cannot produce a frame");
-                    in_flight.failed = true;
-                    return;
+                    let (batch, pending) = self
+                        .ledger
+                        .settle_message(key)
+                        .context("a message was settled twice; this is a bug")?;
+                    return self.refused(batch, pending, error);
                 }
             }
         }
+    }
+
+    /// Stops within three bounded steps, each up to a quarter of the
+    /// shutdown timeout: deliver what is in flight (storing the offsets of
+    /// what settles), commit, leave the consumer group. A step the brokers
+    /// do not answer in time is skipped, with a line saying what that costs.
+    fn stop(mut self) {
+        let step = self.config.shutdown_step();
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        // No new frames while stopping: polling for callbacks below would
+        // otherwise fetch some only to drop them.
+        let _ = self.consumer.pause(&assignment);
+        let assigned: Vec<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        self.consumer
+            .context()
+            .commits
+            .lock()
+            .expect("commits lock")
+            .keep_only(&assigned);
+
+        tracing::info!(limit = ?step, "stopping: delivering the frames in flight");
+        let until = Instant::now() + step;
+        while self.ledger.can_settle() && Instant::now() < until {
+            self.producer.poll(Duration::from_millis(10));
+            if let Err(error) = self.settle() {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "delivery failed while stopping"
+                );
+            }
+        }
+        if self.ledger.len() > 0 {
+            tracing::warn!(
+                batches = self.ledger.len(),
+                messages = self.ledger.outstanding(),
+                "skipped: frames Kafka did not acknowledge; their input will be processed again"
+            );
+        }
+
+        tracing::info!(limit = ?step, "stopping: committing the stored offsets");
+        let pending = || {
+            let commits = self
+                .consumer
+                .context()
+                .commits
+                .lock()
+                .expect("commits lock");
+            commits.pending().len()
+        };
+        if pending() > 0 {
+            if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::warn!(%error, "cannot ask for the final commit");
+            }
+            let until = Instant::now() + step;
+            while pending() > 0 && Instant::now() < until {
+                self.consumer.poll(Duration::from_millis(50));
+            }
+        }
+        match pending() {
+            0 => tracing::info!("committed"),
+            n => tracing::warn!(
+                partitions = n,
+                "skipped: the final commit was not confirmed in time; frames since the last commit will be processed again"
+            ),
+        }
+
+        tracing::info!(limit = ?step, "stopping: leaving the consumer group");
+        let until = Instant::now() + step;
+        if let Err(error) = self.consumer.close_queue() {
+            tracing::warn!(%error, "cannot start leaving the consumer group");
+        }
+        while !self.consumer.closed() && Instant::now() < until {
+            self.consumer.poll(Duration::from_millis(50));
+        }
+        let Worker {
+            consumer, producer, ..
+        } = self;
+        if consumer.closed() {
+            tracing::info!("left the consumer group");
+            drop(consumer);
+        } else {
+            tracing::warn!(
+                "skipped: leaving the consumer group (the brokers did not answer); the group hands this node's partitions on after session.timeout.ms"
+            );
+            // librdkafka's destructor would try to leave again and wait for
+            // the brokers without bound; the process ends right after this.
+            std::mem::forget(consumer);
+        }
+        // Purges what is still queued and waits at most 500 ms for it.
+        drop(producer);
     }
 }

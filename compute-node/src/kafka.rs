@@ -1,0 +1,105 @@
+//! The node's librdkafka callbacks: delivery reports, commit confirmations,
+//! and client errors, which feed readiness and are logged at most a line
+//! per kind every [`LOG_EVERY`] (librdkafka repeats them for as long as a
+//! broker is down, ten times a second while a consumer closes).
+
+use crate::health::Health;
+use crate::ledger::Commits;
+use crate::throttle::Throttle;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often each kind of repeated Kafka complaint is logged.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Kafka's complaints, shared by the node's consumer and producer.
+pub struct Complaints {
+    health: Arc<Health>,
+    throttle: Mutex<Throttle<String>>,
+}
+
+impl Complaints {
+    pub fn new(health: Arc<Health>) -> Arc<Complaints> {
+        Arc::new(Complaints {
+            health,
+            throttle: Mutex::new(Throttle::new(LOG_EVERY)),
+        })
+    }
+
+    /// Logs a complaint unless one of its kind was logged lately.
+    pub fn warn(&self, what: &'static str, error: &KafkaError, reason: &str) {
+        let kind = format!("{what}: {:?}", error.rdkafka_error_code());
+        let admitted = self
+            .throttle
+            .lock()
+            .expect("throttle lock")
+            .admit(kind, Instant::now());
+        if let Some(held_back) = admitted {
+            tracing::warn!(%error, reason, held_back, "{what} (repeats are logged every {LOG_EVERY:?})");
+        }
+    }
+
+    /// A client-wide error: every broker down makes the node unready.
+    fn client_error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.broker_reachable.store(false, Ordering::Relaxed);
+        }
+        self.warn("kafka client error", &error, reason);
+    }
+}
+
+/// The consumer's callbacks; records which offsets the group coordinator
+/// confirmed committing.
+pub struct NodeContext {
+    pub complaints: Arc<Complaints>,
+    pub commits: Mutex<Commits>,
+}
+
+impl ClientContext for NodeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.complaints.client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for NodeContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if result.is_err() {
+            return;
+        }
+        let mut commits = self.commits.lock().expect("commits lock");
+        for element in offsets.elements() {
+            if let (Offset::Offset(next), Ok(())) = (element.offset(), element.error()) {
+                commits.confirmed((element.topic().to_string(), element.partition()), next);
+            }
+        }
+    }
+}
+
+/// The producer's callbacks: collects delivery reports as (message key,
+/// the error if Kafka refused it).
+pub struct DeliveryContext {
+    pub complaints: Arc<Complaints>,
+    pub reports: Mutex<Vec<(usize, Option<KafkaError>)>>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.complaints.client_error(error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, key: usize) {
+        let error = result.as_ref().err().map(|(error, _)| error.clone());
+        self.reports
+            .lock()
+            .expect("delivery lock")
+            .push((key, error));
+    }
+}
