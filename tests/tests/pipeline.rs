@@ -235,73 +235,161 @@ fn malformed_frames_go_to_dead_letter_on_tansu() {
     malformed_frames_go_to_dead_letter(&["--kafka", &tansu.bootstrap]);
 }
 
-/// `up_args` choose the broker.
+/// Every way a frame can be wrong, on stage 0's topic and on the output
+/// shards' (where a bad `reply_to` used to stop every shard in a loop): each
+/// is counted, lands on the dead-letter topic with its reason, and the nodes
+/// that refused them keep running and serving. `up_args` choose the broker.
 fn malformed_frames_go_to_dead_letter(up_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let model = small_model(dir.path());
     let up = Up::start(&model, up_args);
-    let topics = Topics::new(
-        "default",
-        "local",
-        up.info["model_version"].as_str().unwrap(),
-    )
-    .unwrap();
+    let model_version = up.info["model_version"].as_str().unwrap();
+    let topics = Topics::new("default", "local", model_version).unwrap();
     let kafka = up.info["kafka"].as_str().unwrap();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka)
-        .create()
-        .unwrap();
-    let wrong_version = Frame {
-        model_version: "mffffffffffff".into(),
+    let (_, status) = get_text(&format!("{}/v1/status", up.dispatcher()));
+    let stages = serde_json::from_str::<Value>(&status).unwrap()["stages"]
+        .as_u64()
+        .unwrap() as u16;
+    let songs = catalogue_ids(&model).len() as u32;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // A frame stage 0 would accept; each case below spoils one thing.
+    let valid = Frame {
+        model_version: model_version.into(),
         stage: 0,
         reply_to: 0,
         trace_context: String::new(),
         hops: Vec::new(),
         rows: vec![RowMeta {
             request_id: 1,
-            deadline_unix_ms: u64::MAX,
+            deadline_unix_ms: now_ms + 20_000,
             k: 5,
-            exclude: Vec::new(),
+            exclude: vec![3],
         }],
         body: Body::Activations(Activations {
             dim: 1,
-            lengths: vec![1],
-            values: Values::TrackIds(vec![0]),
+            lengths: vec![2],
+            values: Values::TrackIds(vec![3, 4]),
         }),
-    }
-    .encode()
-    .unwrap();
+    };
+    // The small model's LSTMs are 32 wide: what the later stages and the
+    // output shards read.
+    let hidden = |dim: u32| {
+        Body::Activations(Activations {
+            dim,
+            lengths: vec![1],
+            values: Values::F32(vec![0.25; dim as usize]),
+        })
+    };
+    let encode = |frame: Frame| frame.encode().unwrap();
+    let mut far_deadline = valid.clone();
+    far_deadline.rows[0].deadline_unix_ms = u64::MAX;
+    let stage0_cases: Vec<(&str, Vec<u8>)> = vec![
+        ("undecodable", b"not a frame at all".to_vec()),
+        (
+            "wrong_model_version",
+            encode(Frame {
+                model_version: "mffffffffffff".into(),
+                ..valid.clone()
+            }),
+        ),
+        (
+            "wrong_stage",
+            encode(Frame {
+                stage: 1,
+                ..valid.clone()
+            }),
+        ),
+        (
+            "wrong_shape",
+            encode(Frame {
+                body: hidden(32),
+                ..valid.clone()
+            }),
+        ),
+        (
+            "track_out_of_range",
+            encode(Frame {
+                body: Body::Activations(Activations {
+                    dim: 1,
+                    lengths: vec![2],
+                    values: Values::TrackIds(vec![3, songs]),
+                }),
+                ..valid.clone()
+            }),
+        ),
+        (
+            "unknown_reply_partition",
+            encode(Frame {
+                reply_to: 7,
+                ..valid.clone()
+            }),
+        ),
+        ("deadline_too_far", encode(far_deadline)),
+    ];
+    // What the last stage would send, for a dispatcher that does not exist.
+    let to_no_dispatcher = encode(Frame {
+        stage: stages,
+        reply_to: 7,
+        body: hidden(32),
+        ..valid.clone()
+    });
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .create()
+        .unwrap();
     let stage0 = topics.stage(0);
-    for payload in [b"not a frame at all".to_vec(), wrong_version] {
+    let mut sends: Vec<(String, &[u8])> = stage0_cases
+        .iter()
+        .map(|(_, payload)| (stage0.clone(), payload.as_slice()))
+        .collect();
+    sends.push((topics.stage(u32::from(stages)), to_no_dispatcher.as_slice()));
+    for (topic, payload) in &sends {
         producer
-            .send(BaseRecord::<(), [u8]>::to(&stage0).payload(payload.as_slice()))
+            .send(BaseRecord::<(), [u8]>::to(topic).payload(*payload))
             .unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let node = up.process("stage-0-0")["url"].as_str().unwrap().to_string();
+    // Each refusing node counts each of its frames once.
     let started = Instant::now();
-    loop {
-        let (_, text) = get_text(&format!("{node}/metrics"));
-        let count = |reason| {
-            metric(
-                &text,
-                "setlist_node_dead_letters_total",
-                &[("reason", reason)],
-            )
-            .unwrap_or(0.0)
-        };
-        if count("undecodable") == 1.0 && count("wrong_model_version") == 1.0 {
-            break;
+    let shards_topic = topics.stage(u32::from(stages));
+    let refusals: Vec<(&str, &String, Vec<&str>)> = vec![
+        (
+            "stage-0-0",
+            &stage0,
+            stage0_cases.iter().map(|(reason, _)| *reason).collect(),
+        ),
+        ("shard-0-0", &shards_topic, vec!["unknown_reply_partition"]),
+        ("shard-1-0", &shards_topic, vec!["unknown_reply_partition"]),
+    ];
+    for (node, _, reasons) in &refusals {
+        let url = up.process(node)["url"].as_str().unwrap().to_string();
+        loop {
+            let (_, text) = get_text(&format!("{url}/metrics"));
+            let count = |reason| {
+                metric(
+                    &text,
+                    "setlist_node_dead_letters_total",
+                    &[("reason", reason)],
+                )
+                .unwrap_or(0.0)
+            };
+            if reasons.iter().all(|&r| count(r) == 1.0) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{node} did not count one dead letter for each of {reasons:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the node did not count both dead letters:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 
-    // The dead-letter topic holds both frames, each with its reason.
+    // The dead-letter topic holds every one, each with its reason, the
+    // topic it came from and a sentence saying what was wrong.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka)
         .set("group.id", "test-dead-letter")
@@ -312,28 +400,53 @@ fn malformed_frames_go_to_dead_letter(up_args: &[&str]) {
         .add_partition_offset(&topics.dead_letter(), 0, Offset::Beginning)
         .unwrap();
     consumer.assign(&assignment).unwrap();
-    let mut reasons = Vec::new();
-    while reasons.len() < 2 && started.elapsed() < Duration::from_secs(60) {
+    let mut expected: Vec<(String, String)> = refusals
+        .iter()
+        .flat_map(|(_, topic, reasons)| reasons.iter().map(|r| (topic.to_string(), r.to_string())))
+        .collect();
+    expected.sort();
+    let mut dead_letters = Vec::new();
+    while dead_letters.len() < expected.len() && started.elapsed() < Duration::from_secs(90) {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
             let headers = message.headers().expect("dead letters carry headers");
-            let reason = headers
-                .iter()
-                .find(|h| h.key == "setlist-reason")
-                .and_then(|h| h.value)
-                .unwrap();
-            reasons.push(String::from_utf8(reason.to_vec()).unwrap());
+            let header = |key: &str| {
+                let value = headers
+                    .iter()
+                    .find(|h| h.key == key)
+                    .and_then(|h| h.value)
+                    .unwrap_or_else(|| panic!("a dead letter has the header {key}"));
+                String::from_utf8(value.to_vec()).unwrap()
+            };
+            assert!(!header("setlist-detail").is_empty());
+            let source = header("setlist-source");
+            let topic = source.rsplitn(3, '/').last().unwrap().to_string();
+            dead_letters.push((topic, header("setlist-reason")));
         }
     }
-    reasons.sort();
-    assert_eq!(reasons, ["undecodable", "wrong_model_version"]);
+    dead_letters.sort();
+    assert_eq!(dead_letters, expected);
 
+    // The refusing nodes are the processes `setlist up` started, not
+    // replacements after a crash, and the pipeline still answers.
+    for (node, _, _) in &refusals {
+        let pid = up.process(node)["pid"].as_u64().unwrap();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.chars().next());
+        assert!(
+            matches!(state, Some(s) if s != 'Z'),
+            "{node} (pid {pid}) is no longer running: {stat:?}"
+        );
+    }
     let ids = catalogue_ids(&model);
     let (status, answer) = post(
         &format!("{}/v1/recommendations", up.dispatcher()),
         &json!({"tracks": [ids[0], ids[1]], "k": 5, "deadline_ms": 20000}),
     );
     assert_eq!(status, 200);
-    assert_eq!(answer["fallback"], false, "the node still serves: {answer}");
+    assert_eq!(answer["fallback"], false, "the nodes still serve: {answer}");
 }
 
 #[test]
