@@ -119,9 +119,10 @@ fn the_pipeline_answers_like_the_whole_model() {
     let up = Up::start(&model, &[]);
     let url = up.dispatcher();
     let ids = catalogue_ids(&model);
-    let playlists = playlists(&ids, 16);
+    // The last playlist is kept back, to be asked for the first time later.
+    let playlists = playlists(&ids, 17);
     let batch = whole_model_answers(&model, dir.path(), &playlists);
-    assert_the_pipeline_answers_like(&url, &playlists, &batch);
+    assert_the_pipeline_answers_like(&url, &playlists[..16], &batch[..16]);
 
     // The same request again comes from the cache, with the same answer.
     let (_, again) = post(
@@ -166,6 +167,39 @@ fn the_pipeline_answers_like_the_whole_model() {
     assert_eq!(tracks(&job["result"]), tracks(&batch[5]));
     let (status, _) = get_text(&format!("{url}/v1/jobs/0000?wait_seconds=1"));
     assert_eq!(status, 404);
+
+    // Thirty listeners whose deadlines no pipeline can meet get their own
+    // fallback; they do not switch model answers off for anyone else.
+    let short: Vec<Value> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..30)
+            .map(|i| {
+                let (url, ids) = (&url, &ids);
+                let tracks = &playlists[i % playlists.len()];
+                scope.spawn(move || {
+                    post(
+                        &format!("{url}/v1/recommendations"),
+                        &json!({"tracks": [tracks[0], ids[i + 40]], "k": 10, "deadline_ms": 10}),
+                    )
+                    .1
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(
+        short.iter().all(|a| tracks(a).len() == 10),
+        "every short-deadline listener got songs"
+    );
+    let (_, answer) = post(
+        &format!("{url}/v1/recommendations"),
+        &json!({"tracks": playlists[16], "k": 10, "deadline_ms": 20000}),
+    );
+    assert_eq!(
+        (answer["fallback"].clone(), answer["cached"].clone()),
+        (json!(false), json!(false)),
+        "after the short deadlines, the next listener gets a fresh model answer: {answer}"
+    );
+    assert_eq!(tracks(&answer), tracks(&batch[16]));
 
     // Bad input: the error names the field and the limit.
     let (status, error) = post(
