@@ -58,7 +58,10 @@ pub struct Args {
     #[arg(long, env = "SETLIST_MAX_BATCH_ROWS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_batch_rows: Option<usize>,
-    /// Longest a request waits for others to share its batch.
+    /// Longest a request waits for others to share its batch. 0 (the
+    /// default): a batch is whatever frames have already arrived, which
+    /// under load is many (they queue while the node computes) and when idle
+    /// is one, so no request waits for company that is not coming.
     #[arg(long, env = "SETLIST_MAX_WAIT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_wait_ms: Option<u64>,
@@ -124,7 +127,7 @@ impl Default for Config {
             cluster: "setlist".into(),
             listen: "0.0.0.0:9100".parse().expect("a valid address"),
             max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
-            max_wait_ms: 2,
+            max_wait_ms: 0,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             half_precision: false,
             // 60 s is the longest deadline any Setlist service allows; the

@@ -65,7 +65,6 @@ async fn main() -> Result<()> {
     setlist_core::telemetry::init_logging(config.log_format);
     shutdown::die_with_parent();
     let part = config.part().to_string();
-    tch::set_num_threads(config.threads as i32);
     let health = Arc::new(Health::default());
     let readiness: setlist_service::health::Readiness = {
         let health = health.clone();
@@ -82,10 +81,18 @@ async fn main() -> Result<()> {
                 metrics.clone(),
                 health.clone(),
             )?;
+            let threads = config.threads as i32;
             Some(
                 std::thread::Builder::new()
                     .name(format!("{part}-worker"))
-                    .spawn(move || worker.run())?,
+                    .spawn(move || {
+                        // OpenMP's thread count belongs to the thread that
+                        // sets it: set it where the forward passes run, or
+                        // they get one OpenMP thread per core, which spin
+                        // between passes against every other process.
+                        tch::set_num_threads(threads);
+                        worker.run()
+                    })?,
             )
         }
         Err(error) => {

@@ -76,7 +76,9 @@ pub struct Args {
     #[arg(long, env = "SETLIST_MAX_BATCH_ROWS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_batch_rows: Option<usize>,
-    /// Longest a request waits for others to share its frame (0: never waits).
+    /// Longest a request waits for others to share its frame. 0 (the
+    /// default): a frame is whatever requests are already queued, so no
+    /// request waits for company that is not coming.
     #[arg(long, env = "SETLIST_MAX_WAIT_US")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_wait_us: Option<u64>,
@@ -188,7 +190,7 @@ impl Default for Config {
             retry_budget_ratio: 0.1,
             retry_budget_min_per_second: 10.0,
             max_batch_rows: 64,
-            max_wait_us: 500,
+            max_wait_us: 0,
             max_in_flight_publishes: 64,
             submission_queue_bytes: 16 * MIB,
             max_concurrent_requests: 512,
@@ -200,7 +202,7 @@ impl Default for Config {
             job_ttl_seconds: 600,
             running_jobs_bytes: 32 * MIB,
             finished_jobs_bytes: 64 * MIB as u64,
-            max_message_bytes: 1_000_000,
+            max_message_bytes: setlist_core::plan::DEFAULT_MAX_MESSAGE_BYTES,
             log_format: LogFormat::default(),
         }
     }
