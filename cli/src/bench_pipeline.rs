@@ -7,7 +7,7 @@
 //! the results partition directly, so HTTP is not part of what is measured.
 
 use crate::broker::Broker;
-use crate::up::{self, Process};
+use crate::up::{self, Children, StopSignals};
 use anyhow::{Context, Result};
 use clap::Args;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -360,7 +360,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
         .into_iter()
         .map(|h| h.iter().copied().cycle().take(args.history).collect())
         .collect();
-    let node_bin = up::sibling("setlist-node")?;
+    let [node_bin] = up::siblings([up::NODE_BINARY])?;
     let broker = Broker::new(args.kafka.as_deref(), &args.kafka_set)?;
     let settings = broker.settings();
     // A real cluster keeps earlier runs' topics: this run's names are its own.
@@ -448,7 +448,9 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
                 .context("no free ports on loopback for the nodes")?;
             let replicas =
                 slice::parts(&plan).flat_map(|part| (0..args.replicas).map(move |r| (part, r)));
-            let mut nodes = Vec::new();
+            // The bench catches no signal: a Ctrl-C ends it, and its nodes
+            // die with it (the parent-death signal).
+            let mut nodes = Children::new(StopSignals::default());
             for (port, (part, replica)) in (base..).zip(replicas) {
                 let name = format!("{cluster}-{part}-{replica}");
                 let mut command =
@@ -457,15 +459,15 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
                     format!("--max-batch-rows={}", if batching { 64 } else { 1 }),
                     "--max-wait-ms=0".into(),
                 ]);
-                nodes.push(Process::spawn(
+                nodes.spawn(
                     name.clone(),
                     command,
                     work.join(format!("{name}.log")),
                     format!("http://127.0.0.1:{port}"),
-                )?);
+                )?;
             }
             let started = Instant::now();
-            while !nodes.iter().all(|p| up::ready(&p.url)) {
+            while !nodes.processes().iter().all(|p| up::ready(&p.url)) {
                 anyhow::ensure!(
                     started.elapsed() < Duration::from_secs(60),
                     "nodes not ready in 60 s; see {}",
@@ -475,7 +477,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             }
             let mut client = Client::new(settings, &topics, &model.manifest.model_version)?;
             let m = drive(&mut client, &histories, args, batching);
-            up::stop_all(&mut nodes);
+            nodes.stop();
             let m = m?;
             let after = whole_model_throughput(&model, &histories, args);
             let around = (before + after) / 2.0;

@@ -2,7 +2,9 @@
 //! (librdkafka's mock cluster, real protocol on loopback) unless `--kafka`
 //! names a real one; the demo model, trained and sliced on first run and
 //! cached; one process per stage and output shard; the dispatcher. Children
-//! that die are restarted (as Kubernetes would); Ctrl-C stops everything.
+//! that die are restarted (as Kubernetes would). Ctrl-C stops the children
+//! (a second one kills them at once), then the broker; the children also die
+//! with `setlist up` if it is killed.
 
 use crate::broker::Broker;
 use anyhow::{Context, Result};
@@ -17,11 +19,14 @@ use setlist_core::slice::{self, Part, SliceSet};
 use setlist_core::topics::Topics;
 use setlist_model::artifact::Model;
 use setlist_model::train::{self, TrainSpec};
+use setlist_service::shutdown::PARENT_PID_VAR;
 use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Args, Clone)]
@@ -69,6 +74,9 @@ pub struct UpArgs {
     /// Print the running system as one JSON line on stdout (for scripts and tests).
     #[arg(long)]
     json: bool,
+    /// Seconds every process gets to become ready before `up` gives up.
+    #[arg(long, default_value_t = 120)]
+    ready_timeout: u64,
 }
 
 /// The cache for the demo model and derived artifacts.
@@ -134,30 +142,212 @@ pub fn slices_for(model_dir: &Path, stages: u32, shards: u32) -> Result<PathBuf>
     Ok(out)
 }
 
-/// One supervised child process.
+/// How long stopping waits for children to exit on their own (nodes commit
+/// and leave their consumer group) before it kills what is left.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// A child that died is started again after this pause, so one that cannot
+/// start does not spin.
+const RESTART_DELAY: Duration = Duration::from_millis(500);
+
+/// SIGINT and SIGTERM, counted: the first asks for a graceful stop, a second
+/// one (an impatient Ctrl-C) for killing what is still running at once. The
+/// default value counts nothing: signals keep their default action.
+#[derive(Clone, Default)]
+pub struct StopSignals(Arc<AtomicU32>);
+
+impl StopSignals {
+    /// Catches SIGINT and SIGTERM from now on, counting them on `runtime`.
+    pub fn catch(runtime: &tokio::runtime::Runtime) -> Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Installed here, before the first child starts, so no signal can
+        // come between the children's start and the handler.
+        let _context = runtime.enter();
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let signals = StopSignals::default();
+        let count = signals.0.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {},
+                    _ = terminate.recv() => {},
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Ok(signals)
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= 1
+    }
+
+    pub fn kill_requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed) >= 2
+    }
+}
+
+/// One supervised child process; restarted in place when it dies.
 pub struct Process {
     pub name: String,
     command: Vec<String>,
     pub log: PathBuf,
     pub url: String,
     child: Child,
+    /// When the child was seen to have exited, until it is started again.
+    exited_at: Option<Instant>,
     restarts: u32,
 }
 
 impl Process {
-    pub fn spawn(name: String, command: Vec<String>, log: PathBuf, url: String) -> Result<Process> {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the child still runs. Reaps it once it has exited (and
+    /// remembers its status), so a dead child is never left a zombie and its
+    /// pid, free for reuse, is never signalled again.
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+/// Every process one run has started, restarted ones included. Stopping
+/// (`stop`, or dropping this on any way out: an error or a panic during
+/// start-up, a failed restart) signals each one, waits for it with a bound,
+/// kills and reaps what is left: no path out of `setlist up` leaves a child.
+///
+/// Children are started from the thread that owns this, which must live as
+/// long as the process (the main thread): the kernel sends a child its
+/// parent-death signal when the *thread* that started it ends.
+pub struct Children {
+    processes: Vec<Process>,
+    signals: StopSignals,
+}
+
+impl Children {
+    /// No children yet; a second stop signal counted by `signals` cuts a
+    /// stop's grace short.
+    pub fn new(signals: StopSignals) -> Children {
+        Children {
+            processes: Vec::new(),
+            signals,
+        }
+    }
+
+    /// Starts `command`, its output appended to `log`.
+    pub fn spawn(
+        &mut self,
+        name: String,
+        command: Vec<String>,
+        log: PathBuf,
+        url: String,
+    ) -> Result<()> {
         let child = start(&command, &log)?;
-        Ok(Process {
+        self.processes.push(Process {
             name,
             command,
             log,
             url,
             child,
+            exited_at: None,
             restarts: 0,
-        })
+        });
+        Ok(())
+    }
+
+    pub fn processes(&self) -> &[Process] {
+        &self.processes
+    }
+
+    /// A child that has exited, with its status, if any has.
+    pub fn exited(&mut self) -> Option<(&Process, ExitStatus)> {
+        let i = self
+            .processes
+            .iter_mut()
+            .position(|p| p.exit_status().is_some())?;
+        let status = self.processes[i].exit_status()?;
+        Some((&self.processes[i], status))
+    }
+
+    /// Starts again each child that exited at least [`RESTART_DELAY`] ago,
+    /// as Kubernetes would restart a pod's container.
+    pub fn restart_exited(&mut self) -> Result<()> {
+        for p in &mut self.processes {
+            let Some(status) = p.exit_status() else {
+                continue;
+            };
+            let exited_at = *p.exited_at.get_or_insert_with(|| {
+                say(format_args!("{} exited ({status}); restarting it", p.name));
+                Instant::now()
+            });
+            if exited_at.elapsed() >= RESTART_DELAY {
+                p.child = start(&p.command, &p.log)
+                    .with_context(|| format!("cannot restart {}", p.name))?;
+                p.exited_at = None;
+                p.restarts += 1;
+                say(format_args!(
+                    "{} restarted (restart {})",
+                    p.name, p.restarts
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every child: SIGTERM (the latest started first, so the
+    /// dispatcher stops taking requests before the nodes go), up to
+    /// [`STOP_GRACE`] for them to exit, then SIGKILL for the rest; every
+    /// child is reaped.
+    pub fn stop(&mut self) {
+        self.stop_within(STOP_GRACE);
+    }
+
+    fn stop_within(&mut self, grace: Duration) {
+        for p in self.processes.iter_mut().rev() {
+            if p.running() {
+                let _ = kill(Pid::from_raw(p.pid() as i32), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        while self.processes.iter_mut().any(Process::running)
+            && Instant::now() < deadline
+            && !self.signals.kill_requested()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let why = if self.signals.kill_requested() {
+            "a second signal came"
+        } else {
+            "it did not stop in time"
+        };
+        for p in &mut self.processes {
+            if !p.running() {
+                continue;
+            }
+            say(format_args!("killing {}: {why}", p.name));
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        self.processes.clear();
     }
 }
 
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts `command` with its output appended to `log`, in a process group
+/// of its own (a Ctrl-C in the terminal reaches `setlist up` alone, which
+/// stops the children in order and keeps the broker until they are gone),
+/// and told through [`PARENT_PID_VAR`] to die with this process, even if
+/// this one is killed.
 fn start(command: &[String], log: &Path) -> Result<Child> {
     let out = File::options()
         .create(true)
@@ -166,6 +356,8 @@ fn start(command: &[String], log: &Path) -> Result<Child> {
         .with_context(|| format!("cannot open {}", log.display()))?;
     Command::new(&command[0])
         .args(&command[1..])
+        .env(PARENT_PID_VAR, std::process::id().to_string())
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -173,22 +365,22 @@ fn start(command: &[String], log: &Path) -> Result<Child> {
         .with_context(|| format!("cannot start {}", command[0]))
 }
 
-/// Asks every process to stop (SIGTERM: nodes commit and leave their
-/// group), waits up to 10 s, then kills what is left.
-pub fn stop_all(processes: &mut [Process]) {
-    for p in processes.iter() {
-        let _ = kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for p in processes.iter_mut() {
-        while matches!(p.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(p.child.try_wait(), Ok(None)) {
-            eprintln!("setlist: {} did not stop in 10 s; killing it", p.name);
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
+/// A line on stderr that never fails: after a Ctrl-C on `setlist up | tee`,
+/// stderr may be a pipe whose reader is gone, and a panicking `eprintln!`
+/// would skip stopping the children.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "setlist: {line}");
+}
+
+/// What a child said before it exited, from its log: the `Error: …` line a
+/// failing Rust `main` prints (a backtrace may follow it), or else the last
+/// lines.
+fn last_words(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    match lines.iter().rposition(|l| l.starts_with("Error: ")) {
+        Some(i) => lines[i].to_string(),
+        None => lines[lines.len().saturating_sub(5)..].join("\n"),
     }
 }
 
@@ -241,16 +433,38 @@ impl PipelineFlags<'_> {
     }
 }
 
-pub fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.with_file_name(name);
+pub const NODE_BINARY: &str = "setlist-node";
+pub const DISPATCHER_BINARY: &str = "setlist-dispatcher";
+/// Every binary `setlist up` starts, each found next to `setlist` itself.
+/// The `setlist` script builds every binary of the workspace; a unit test
+/// checks that each one here is a workspace binary and that the script builds
+/// them all. A new child binary is one more name here.
+pub const CHILD_BINARIES: [&str; 2] = [NODE_BINARY, DISPATCHER_BINARY];
+
+/// `names`, next to this executable: where `cargo build` puts the
+/// workspace's binaries.
+pub fn siblings<const N: usize>(names: [&str; N]) -> Result<[PathBuf; N]> {
+    siblings_of(&std::env::current_exe()?, names)
+}
+
+/// `names` next to `exe`, or one error that names every one missing and
+/// says how to build them.
+fn siblings_of<const N: usize>(exe: &Path, names: [&str; N]) -> Result<[PathBuf; N]> {
+    let paths = names.map(|name| exe.with_file_name(name));
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&paths)
+        .filter(|(_, path)| !path.exists())
+        .map(|(name, _)| *name)
+        .collect();
     anyhow::ensure!(
-        path.exists(),
-        "{} is missing next to {}; build the workspace (`cargo build --release --workspace`)",
-        name,
+        missing.is_empty(),
+        "{} {} missing next to {}: run `./setlist up` from the repository, which builds every binary, or `cargo build --release --workspace --bins`",
+        missing.join(" and "),
+        if missing.len() == 1 { "is" } else { "are" },
         exe.display()
     );
-    Ok(path)
+    Ok(paths)
 }
 
 pub fn ready(url: &str) -> bool {
@@ -262,13 +476,7 @@ pub fn ready(url: &str) -> bool {
 }
 
 pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
-    // One background worker runs the signal listener while this thread supervises.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let node_bin = sibling("setlist-node")?;
-    let dispatcher_bin = sibling("setlist-dispatcher")?;
+    let [node_bin, dispatcher_bin] = siblings(CHILD_BINARIES)?;
     let slices = match (&args.slices, &args.model) {
         (Some(s), _) => s.clone(),
         (None, Some(m)) => slices_for(m, args.stages, args.output_shards)?,
@@ -293,7 +501,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         ])
         .collect();
 
-    // The embedded broker lives as long as this function.
+    // The embedded broker lives in this process, as long as `broker`.
     let broker = Broker::new(args.kafka.as_deref(), &args.kafka_set)?;
     broker.create_topics(&topic_partitions)?;
     let kafka = broker.bootstrap_servers().to_string();
@@ -311,139 +519,392 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         cluster: &args.cluster,
         kafka_set: &args.kafka_set,
     };
-    let mut processes = Vec::new();
+
+    // One background worker counts signals while this thread supervises.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let signals = StopSignals::catch(&runtime)?;
+    // Declared after the broker, so on every way out of this function the
+    // children are stopped (when this drops) before the broker they use.
+    let mut children = Children::new(signals.clone());
     let mut port = args.node_port_base;
-    let parts: Vec<Part> = slice::parts(&manifest.plan).collect();
-    for part in parts {
+    for part in slice::parts(&manifest.plan) {
         for replica in 0..args.replicas {
             let name = format!("{part}-{replica}");
             let listen = format!("127.0.0.1:{port}");
             port += 1;
             let mut command = pipeline.node_command(&node_bin, part, &listen);
             command.extend(args.node_args.iter().cloned());
-            processes.push(Process::spawn(
+            children.spawn(
                 name.clone(),
                 command,
                 logs.join(format!("{name}.log")),
                 format!("http://{listen}"),
-            )?);
+            )?;
         }
     }
     let mut command = pipeline.command(&dispatcher_bin);
     command.push(format!("--listen={}", args.dispatcher_listen));
     command.extend(args.dispatcher_args.iter().cloned());
     let dispatcher_url = format!("http://{}", args.dispatcher_listen);
-    processes.push(Process::spawn(
+    children.spawn(
         "dispatcher".into(),
         command,
         logs.join("dispatcher.log"),
         dispatcher_url.clone(),
-    )?);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    runtime.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler installs");
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-        flag.store(true, Ordering::Relaxed);
-    });
-    let stopping = || stop.load(Ordering::Relaxed);
+    )?;
 
     let started = Instant::now();
-    let mut waiting: Vec<usize> = (0..processes.len()).collect();
-    while !waiting.is_empty() {
-        anyhow::ensure!(!stopping(), "stopped while starting");
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "not ready after 120 s: {}; see the logs in {}",
-            waiting
-                .iter()
-                .map(|&i| processes[i].name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            logs.display()
-        );
-        for p in processes.iter_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                anyhow::bail!(
-                    "{} exited while starting ({status}); see {}",
-                    p.name,
-                    p.log.display()
-                );
-            }
-        }
-        waiting.retain(|&i| !ready(&processes[i].url));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_ready(
+        &mut children,
+        &signals,
+        Duration::from_secs(args.ready_timeout),
+        &logs,
+    )?;
     let running = Running {
         kafka: &kafka,
         model_version: &manifest.model_version,
         slices: &slices,
         dispatcher: dispatcher_url.clone(),
-        processes: processes
+        processes: children
+            .processes()
             .iter()
             .map(|p| RunningProcess {
                 name: &p.name,
-                pid: p.child.id(),
+                pid: p.pid(),
                 url: &p.url,
                 log: &p.log,
             })
             .collect(),
     };
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string(&running)?);
+        writeln!(out, "{}", serde_json::to_string(&running)?)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "Setlist is up ({:.1} s): model {}, {} stages, {} output shards",
             started.elapsed().as_secs_f64(),
             manifest.model_version,
             stages,
             manifest.plan.output_shards.len()
-        );
-        println!("  recommendations  POST {dispatcher_url}/v1/recommendations");
-        println!(
+        )?;
+        writeln!(
+            out,
+            "  recommendations  POST {dispatcher_url}/v1/recommendations"
+        )?;
+        writeln!(
+            out,
             "  status           {dispatcher_url}/v1/status   metrics {dispatcher_url}/metrics"
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  kafka            {kafka}{}",
             if broker.is_embedded() {
                 " (embedded)"
             } else {
                 ""
             }
-        );
-        for p in &processes[..processes.len() - 1] {
-            println!(
+        )?;
+        for p in running.processes.iter().filter(|p| p.name != "dispatcher") {
+            writeln!(
+                out,
                 "  {:<16} {}/metrics  log {}",
                 p.name,
                 p.url,
                 p.log.display()
-            );
+            )?;
         }
-        println!("Press Ctrl-C to stop.");
+        writeln!(out, "Press Ctrl-C to stop (twice to kill at once).")?;
     }
+    out.flush()?;
+    drop(out);
 
     // Supervise: a child that dies is started again, as a pod would be.
-    while !stopping() {
-        for p in processes.iter_mut() {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                p.restarts += 1;
-                eprintln!(
-                    "setlist: {} exited ({status}); restarting it (restart {})",
-                    p.name, p.restarts
-                );
-                std::thread::sleep(Duration::from_millis(500));
-                p.child = start(&p.command, &p.log)?;
-            }
-        }
+    while !signals.stop_requested() {
+        children.restart_exited()?;
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("setlist: stopping…");
-    stop_all(&mut processes);
+    say(format_args!("stopping…"));
+    children.stop();
     drop(broker);
+    say(format_args!("stopped"));
     Ok(())
+}
+
+/// Waits until every child answers /readyz. Fails, and so stops them all, if
+/// one exits first, if a stop signal comes, or after `timeout`.
+fn wait_until_ready(
+    children: &mut Children,
+    signals: &StopSignals,
+    timeout: Duration,
+    logs: &Path,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut waiting: Vec<usize> = (0..children.processes().len()).collect();
+    while !waiting.is_empty() {
+        anyhow::ensure!(
+            !signals.stop_requested(),
+            "stopped by a signal while starting"
+        );
+        if let Some((p, status)) = children.exited() {
+            anyhow::bail!(
+                "{} exited while starting ({status}); its log {} says:\n{}",
+                p.name,
+                p.log.display(),
+                last_words(&p.log)
+            );
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "not ready after {} s: {}; see the logs in {} (a busy machine may need a longer --ready-timeout)",
+            timeout.as_secs(),
+            waiting
+                .iter()
+                .map(|&i| children.processes()[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            logs.display()
+        );
+        waiting.retain(|&i| !ready(&children.processes()[i].url));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh scratch folder for one test (the CLI has no tempfile).
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("setlist-up-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        ["sh", "-c", script].map(String::from).to_vec()
+    }
+
+    /// Whether `pid` is a process at all, a zombie included (a child that
+    /// exited and was not reaped keeps its /proc entry).
+    fn exists(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// A process that ignores SIGTERM (the disposition survives `exec`).
+    const IGNORES_SIGTERM: &str = "trap '' TERM; exec sleep 600";
+
+    #[test]
+    fn stopping_kills_and_reaps_a_child_that_ignores_sigterm() {
+        let dir = scratch("ignores-sigterm");
+        let mut children = Children::new(StopSignals::default());
+        children
+            .spawn(
+                "stubborn".into(),
+                sh(IGNORES_SIGTERM),
+                dir.join("log"),
+                String::new(),
+            )
+            .unwrap();
+        children
+            .spawn(
+                "polite".into(),
+                sh("exec sleep 600"),
+                dir.join("log"),
+                String::new(),
+            )
+            .unwrap();
+        let pids: Vec<u32> = children.processes().iter().map(Process::pid).collect();
+        children.stop_within(Duration::from_millis(500));
+        for pid in pids {
+            assert!(!exists(pid), "process {pid} is still there, or a zombie");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_second_signal_kills_without_waiting_for_the_grace() {
+        let dir = scratch("second-signal");
+        let signals = StopSignals(Arc::new(AtomicU32::new(2)));
+        let mut children = Children::new(signals);
+        children
+            .spawn(
+                "stubborn".into(),
+                sh(IGNORES_SIGTERM),
+                dir.join("log"),
+                String::new(),
+            )
+            .unwrap();
+        let pid = children.processes()[0].pid();
+        let started = Instant::now();
+        children.stop_within(Duration::from_secs(3600));
+        // Generous: the grace is an hour; killing takes milliseconds.
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert!(!exists(pid));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dropping_the_children_stops_them() {
+        let dir = scratch("drop");
+        let mut children = Children::new(StopSignals::default());
+        children
+            .spawn(
+                "sleeper".into(),
+                sh("exec sleep 600"),
+                dir.join("log"),
+                String::new(),
+            )
+            .unwrap();
+        let pid = children.processes()[0].pid();
+        drop(children);
+        assert!(!exists(pid), "dropping the children left {pid}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_child_knows_its_parent_and_has_its_own_process_group() {
+        let dir = scratch("parent");
+        let log = dir.join("log");
+        let mut children = Children::new(StopSignals::default());
+        // Field 5 of /proc/self/stat is the process group.
+        let script = format!("echo ${PARENT_PID_VAR} $(cut -d' ' -f5 /proc/$$/stat) $$");
+        children
+            .spawn("teller".into(), sh(&script), log.clone(), String::new())
+            .unwrap();
+        while children.exited().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(words[0], std::process::id().to_string(), "{text}");
+        assert_eq!(words[1], words[2], "the child leads its own group: {text}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_restarted_child_is_stopped_too() {
+        let dir = scratch("restart");
+        let marker = dir.join("started-once");
+        // Exits the first time, runs (until stopped) the second.
+        let script = format!(
+            "test -e {0} || {{ touch {0}; exit 3; }}; exec sleep 600",
+            marker.display()
+        );
+        let mut children = Children::new(StopSignals::default());
+        children
+            .spawn("flaky".into(), sh(&script), dir.join("log"), String::new())
+            .unwrap();
+        let first = children.processes()[0].pid();
+        let started = Instant::now();
+        while children.processes()[0].restarts == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "never restarted"
+            );
+            children.restart_exited().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let second = children.processes()[0].pid();
+        assert_ne!(first, second);
+        assert!(!exists(first), "the first run was reaped");
+        children.stop_within(Duration::from_secs(5));
+        assert!(!exists(second), "the restarted child was stopped");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The workspace's binary targets, from `cargo metadata`.
+    fn workspace_binaries(root: &Path) -> Vec<String> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["metadata", "--no-deps", "--format-version=1", "--offline"])
+            .current_dir(root)
+            .output()
+            .expect("cargo metadata runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        metadata["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["targets"].as_array().unwrap())
+            .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The arguments of every `cargo` command the `setlist` script runs for
+    /// `setlist --version`, recorded by a stand-in `cargo` first on PATH.
+    fn cargo_commands_of_the_script(root: &Path, dir: &Path) -> Vec<Vec<String>> {
+        let record = dir.join("cargo-commands");
+        let fake = dir.join("bin");
+        std::fs::create_dir_all(&fake).unwrap();
+        let cargo = fake.join("cargo");
+        std::fs::write(
+            &cargo,
+            format!("#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\n", record.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap());
+        let out = Command::new(root.join("setlist"))
+            .arg("--version")
+            .env("PATH", path)
+            .output()
+            .expect("the setlist script runs");
+        let text = std::fs::read_to_string(&record).unwrap_or_else(|_| {
+            panic!(
+                "the script ran no cargo command ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        text.lines()
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect()
+    }
+
+    #[test]
+    fn every_child_binary_is_a_workspace_binary_that_the_setlist_script_builds() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let binaries = workspace_binaries(root);
+        for name in CHILD_BINARIES {
+            assert!(
+                binaries.iter().any(|b| b == name),
+                "setlist up starts {name}, which is not a binary of the workspace ({binaries:?})"
+            );
+        }
+        // The script builds every workspace binary, not a list of its own.
+        let dir = scratch("script");
+        let commands = cargo_commands_of_the_script(root, &dir);
+        let builds: Vec<&Vec<String>> = commands.iter().filter(|c| c[0] == "build").collect();
+        assert_eq!(builds.len(), 1, "one build: {commands:?}");
+        for flag in ["--release", "--workspace", "--bins"] {
+            assert!(
+                builds[0].iter().any(|a| a == flag),
+                "no {flag} in {:?}",
+                builds[0]
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        // And `up` finds each one where that build puts it, next to `setlist`
+        // (this test runs from target/<profile>/deps/).
+        let exe = std::env::current_exe().unwrap();
+        let profile = exe.parent().and_then(Path::parent).unwrap();
+        if let Err(error) = siblings_of(&profile.join("setlist"), CHILD_BINARIES) {
+            panic!(
+                "{error:#} (the end-to-end tests need them too: `cargo build --release --workspace --bins`)"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// A workspace binary next to the test executable (`target/<profile>/`).
 pub fn binary(name: &str) -> PathBuf {
@@ -89,16 +90,144 @@ pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
 
+/// A `setlist up` process on free ports with a cache of its own, maybe not
+/// ready yet; stopped (SIGTERM, then SIGKILL) when dropped. Its stderr goes
+/// to the test's stderr and is kept for assertions.
+pub struct UpProcess {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    cache: tempfile::TempDir,
+}
+
+impl UpProcess {
+    /// Starts `setlist up --json --model MODEL ARGS…` on free ports (or
+    /// `args`'s `--dispatcher-listen`).
+    pub fn spawn(model: &Path, args: &[&str]) -> UpProcess {
+        let cache = tempfile::tempdir().unwrap();
+        let command = up_command_line(model, args, cache.path());
+        let mut child = Command::new(&command[0])
+            .args(&command[1..])
+            .env("SETLIST_CACHE", cache.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("setlist up starts");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = std::io::BufReader::new(child.stderr.take().unwrap());
+        let kept = stderr.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            while matches!(pipe.read_line(&mut line), Ok(n) if n > 0) {
+                eprint!("{line}");
+                kept.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        UpProcess {
+            child,
+            stderr,
+            cache,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The run's cache folder: the demo model, slices and logs.
+    pub fn cache(&self) -> &Path {
+        self.cache.path()
+    }
+
+    /// The processes `setlist up` has started that are running now.
+    pub fn children_now(&self) -> Vec<ProcessId> {
+        processes_mentioning(self.cache())
+            .into_iter()
+            .filter(|p| p.pid != self.pid() as i32)
+            .collect()
+    }
+
+    /// What `setlist up` has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .expect("setlist up can be signalled");
+    }
+
+    /// Waits until `setlist up` has exited; fails the test after `bound`.
+    pub fn wait(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Its stderr is complete once the pipe closes; a moment is plenty.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                started.elapsed() < bound,
+                "setlist up did not exit within {bound:?}; its processes' logs:\n{}",
+                self.log_tails()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of every log of the run's processes.
+    pub fn log_tails(&self) -> String {
+        log_tails(&self.cache.path().join("up/logs"))
+    }
+}
+
+/// The command line of `setlist up --json --model MODEL ARGS…` on free ports
+/// (or `args`'s `--dispatcher-listen`), its logs under `cache/up/logs`.
+pub fn up_command_line(model: &Path, args: &[&str], cache: &Path) -> Vec<String> {
+    let ports = setlist_core::ports::free_loopback_ports(24).expect("24 free ports on loopback");
+    let mut command: Vec<String> = [path_str(&binary("setlist")), "up", "--json", "--model"]
+        .into_iter()
+        .chain([path_str(model)])
+        .map(String::from)
+        .collect();
+    if !args.iter().any(|a| a.starts_with("--dispatcher-listen")) {
+        command.push(format!("--dispatcher-listen=127.0.0.1:{ports}"));
+    }
+    command.push(format!("--node-port-base={}", ports + 1));
+    command.push(format!("--work-dir={}", cache.join("up").display()));
+    command.extend(args.iter().map(|a| a.to_string()));
+    command
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        for _ in 0..300 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `setlist up`, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Up {
-    child: std::process::Child,
+    /// The `setlist up` process itself.
+    pub supervisor: UpProcess,
     /// The JSON line `setlist up --json` printed.
     pub info: serde_json::Value,
-    _cache: tempfile::TempDir,
 }
 
 /// The last lines of every log in `dir`, for a failure message.
-fn log_tails(dir: &Path) -> String {
+pub fn log_tails(dir: &Path) -> String {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return format!("(no logs in {})", dir.display());
     };
@@ -117,21 +246,8 @@ impl Up {
     /// Starts `setlist up` with `args` on free ports and waits until it is ready.
     pub fn start(model: &Path, args: &[&str]) -> Up {
         use std::io::BufRead;
-        let cache = tempfile::tempdir().unwrap();
-        let ports =
-            setlist_core::ports::free_loopback_ports(24).expect("24 free ports on loopback");
-        let mut command = Command::new(binary("setlist"));
-        command
-            .args(["up", "--json", "--model", path_str(model)])
-            .arg(format!("--dispatcher-listen=127.0.0.1:{ports}"))
-            .arg(format!("--node-port-base={}", ports + 1))
-            .arg(format!("--work-dir={}", cache.path().join("up").display()))
-            .args(args)
-            .env("SETLIST_CACHE", cache.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit());
-        let mut child = command.spawn().expect("setlist up starts");
-        let stdout = child.stdout.take().unwrap();
+        let mut supervisor = UpProcess::spawn(model, args);
+        let stdout = supervisor.child.stdout.take().unwrap();
         let mut line = String::new();
         std::io::BufReader::new(stdout)
             .read_line(&mut line)
@@ -139,14 +255,10 @@ impl Up {
         assert!(
             !line.is_empty(),
             "setlist up exited before it was ready (its stderr is above); its processes' logs, which go with its temporary folder:\n{}",
-            log_tails(&cache.path().join("up/logs"))
+            supervisor.log_tails()
         );
         let info = serde_json::from_str(&line).expect("setlist up --json prints one JSON line");
-        Up {
-            child,
-            info,
-            _cache: cache,
-        }
+        Up { supervisor, info }
     }
 
     pub fn dispatcher(&self) -> String {
@@ -162,24 +274,101 @@ impl Up {
             .find(|p| p["name"] == name)
             .unwrap_or_else(|| panic!("no process {name}"))
     }
+
+    /// The processes `setlist up --json` listed, as they were when it printed.
+    pub fn children(&self) -> Vec<ProcessId> {
+        self.info["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let pid = p["pid"].as_u64().unwrap() as i32;
+                ProcessId::of(pid).unwrap_or_else(|| panic!("{} ({pid}) is not running", p["name"]))
+            })
+            .collect()
+    }
 }
 
-impl Drop for Up {
-    fn drop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        let _ = kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            Signal::SIGTERM,
-        );
-        for _ in 0..300 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A process, told apart from a later one that reuses its pid by its start
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    pub pid: i32,
+    start_ticks: u64,
+}
+
+/// What has become of a [`ProcessId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Exited and reaped (or its pid now belongs to another process).
+    Gone,
+    /// Exited, but its parent has not reaped it.
+    Zombie,
+    Running,
+}
+
+/// The state letter and start time of `/proc/<pid>/stat`.
+fn stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: fields count from its end.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start_ticks = fields.get(19)?.parse().ok()?;
+    Some((state, start_ticks))
+}
+
+impl ProcessId {
+    pub fn of(pid: i32) -> Option<ProcessId> {
+        let (_, start_ticks) = stat(pid)?;
+        Some(ProcessId { pid, start_ticks })
     }
+
+    pub fn fate(&self) -> Fate {
+        match stat(self.pid) {
+            Some((_, start)) if start != self.start_ticks => Fate::Gone,
+            Some(('Z', _)) => Fate::Zombie,
+            Some(_) => Fate::Running,
+            None => Fate::Gone,
+        }
+    }
+}
+
+/// Every live process whose command line mentions `folder`. For the cache
+/// folder of one run of `setlist up` (see [`up_command_line`]), that is
+/// `setlist up` itself and every process it started — their slices are in
+/// there — restarted ones and orphans included, whatever `setlist up` did or
+/// did not do about them.
+pub fn processes_mentioning(folder: &Path) -> Vec<ProcessId> {
+    let needle = folder.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| line.windows(needle.len()).any(|w| w == needle))
+        })
+        .filter_map(ProcessId::of)
+        .collect()
+}
+
+/// Fails the test unless each of `processes` is gone and reaped (not a
+/// zombie), and no process of the run whose cache folder is `cache` is left.
+pub fn assert_no_process_left(cache: &Path, processes: &[ProcessId]) {
+    let left: Vec<(ProcessId, Fate)> = processes
+        .iter()
+        .map(|p| (*p, p.fate()))
+        .filter(|(_, fate)| *fate != Fate::Gone)
+        .collect();
+    assert!(left.is_empty(), "processes of the run are left: {left:?}");
+    let unlisted = processes_mentioning(cache);
+    assert!(
+        unlisted.is_empty(),
+        "processes of the run in {} are still running: {unlisted:?}",
+        cache.display()
+    );
 }
 
 /// The tansu broker binary: `SETLIST_TANSU`, else where
