@@ -36,6 +36,12 @@ pub struct Args {
     #[arg(long, env = "SETLIST_MODEL_VERSION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     model_version: Option<String>,
+    /// This node's stable identity in its consumer group (Kafka's
+    /// `group.instance.id`, e.g. the pod name): restarted under the same
+    /// one, it takes its partitions back without waiting for a rebalance.
+    #[arg(long, env = "SETLIST_INSTANCE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance_id: Option<String>,
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].
     #[arg(long, env = "SETLIST_KAFKA")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +106,7 @@ pub struct Config {
     #[serde(deserialize_with = "deserialize_part")]
     pub part: Option<Part>,
     pub model_version: Option<String>,
+    pub instance_id: Option<String>,
     pub kafka: String,
     pub kafka_set: Vec<String>,
     pub namespace: String,
@@ -121,6 +128,7 @@ impl Default for Config {
             slices: PathBuf::new(),
             part: None,
             model_version: None,
+            instance_id: None,
             kafka: String::new(),
             kafka_set: Vec::new(),
             namespace: "default".into(),
@@ -143,6 +151,8 @@ impl Default for Config {
 /// Limits that keep a typo from becoming an outage.
 const MAX_BATCH_ROWS: usize = 4096;
 const MAX_WAIT_MS: u64 = 1000;
+/// Kafka's limit on a group member's identity, as on topic names.
+const MAX_INSTANCE_ID_BYTES: usize = 249;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEADLINE_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
 const SHUTDOWN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
@@ -202,6 +212,21 @@ impl Config {
         }
         if self.kafka.is_empty() {
             return Err(required("kafka"));
+        }
+        if let Some(id) = &self.instance_id
+            && (id.is_empty()
+                || id.len() > MAX_INSTANCE_ID_BYTES
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+        {
+            return Err(out_of_range(
+                "instance_id",
+                format!("\"{id}\""),
+                &format!(
+                    "1 to {MAX_INSTANCE_ID_BYTES} letters, digits, '.', '_' or '-' (a pod name is)"
+                ),
+            ));
         }
         if !(1..=MAX_BATCH_ROWS).contains(&self.max_batch_rows) {
             return Err(out_of_range(
@@ -317,5 +342,25 @@ mod tests {
             err,
             "setting \"shutdown_timeout_ms\": it is 0; it must be between 100 and 300000"
         );
+        let err = parse(&[
+            "--slices=/s",
+            "--kafka=k",
+            "--part=stage-0",
+            "--instance-id=stage 1",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("setting \"instance_id\": it is \"stage 1\""),
+            "{err}"
+        );
+        let ok = parse(&[
+            "--slices=/s",
+            "--kafka=k",
+            "--part=stage-0",
+            "--instance-id=setlist-demo-stage-1-0",
+        ])
+        .unwrap();
+        assert_eq!(ok.instance_id.as_deref(), Some("setlist-demo-stage-1-0"));
     }
 }

@@ -170,6 +170,7 @@ impl Worker {
             &settings,
             &Role::GroupConsumer {
                 group: topics.group(consumer_kind),
+                instance: config.instance_id.clone(),
             },
         )
         .create_with_context(NodeContext {

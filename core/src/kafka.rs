@@ -18,8 +18,12 @@ pub struct KafkaSettings {
 pub enum Role {
     Producer,
     /// A member of a consumer group (a stage's or a shard's replicas).
+    /// `instance` is its static identity (`group.instance.id`, e.g. the pod
+    /// name): a restarted member with the same identity takes its partitions
+    /// back without a rebalance, on brokers that support it (KIP-345).
     GroupConsumer {
         group: String,
+        instance: Option<String>,
     },
     /// A consumer of explicitly assigned partitions (a dispatcher's reply
     /// partition); it never commits, so it needs no group of its own, but
@@ -36,7 +40,12 @@ pub enum Role {
 ///   arrives anyway; librdkafka's mock broker only answers when this expires;
 /// - `socket.nagle.disable`: no 40 ms delayed-ACK stalls on small frames;
 /// - `session.timeout.ms` 6000 / `heartbeat.interval.ms` 1000: a dead node's
-///   partitions move to a live replica within seconds, not 45 s;
+///   partitions move to a live replica within seconds, not 45 s (6 s is
+///   the least a Kafka broker accepts by default,
+///   `group.min.session.timeout.ms`);
+/// - `partition.assignment.strategy` cooperative-sticky: a rebalance (a
+///   replica died or came back) moves only the partitions that change
+///   owner, and the surviving replicas keep consuming theirs meanwhile;
 /// - offsets are stored only after a batch's output was produced and are
 ///   committed every 200 ms: at-least-once, never at-most-once.
 pub fn defaults(role: &Role) -> Vec<(&'static str, String)> {
@@ -50,20 +59,27 @@ pub fn defaults(role: &Role) -> Vec<(&'static str, String)> {
             ("acks", "all".to_string()),
             ("message.timeout.ms", "10000".to_string()),
         ]),
-        Role::GroupConsumer { group } => settings.extend([
-            ("group.id", group.clone()),
-            ("fetch.wait.max.ms", "1".to_string()),
-            ("fetch.min.bytes", "1".to_string()),
-            ("session.timeout.ms", "6000".to_string()),
-            ("heartbeat.interval.ms", "1000".to_string()),
-            ("enable.auto.commit", "true".to_string()),
-            ("enable.auto.offset.store", "false".to_string()),
-            ("auto.commit.interval.ms", "200".to_string()),
-            // A group with no committed offset starts at the beginning, so
-            // nothing produced before the first member joined is lost; stale
-            // frames are dropped cheaply by their deadline.
-            ("auto.offset.reset", "earliest".to_string()),
-        ]),
+        Role::GroupConsumer { group, instance } => {
+            settings.extend(instance.iter().map(|i| ("group.instance.id", i.clone())));
+            settings.extend([
+                ("group.id", group.clone()),
+                ("fetch.wait.max.ms", "1".to_string()),
+                ("fetch.min.bytes", "1".to_string()),
+                ("session.timeout.ms", "6000".to_string()),
+                ("heartbeat.interval.ms", "1000".to_string()),
+                (
+                    "partition.assignment.strategy",
+                    "cooperative-sticky".to_string(),
+                ),
+                ("enable.auto.commit", "true".to_string()),
+                ("enable.auto.offset.store", "false".to_string()),
+                ("auto.commit.interval.ms", "200".to_string()),
+                // A group with no committed offset starts at the beginning, so
+                // nothing produced before the first member joined is lost; stale
+                // frames are dropped cheaply by their deadline.
+                ("auto.offset.reset", "earliest".to_string()),
+            ]);
+        }
         Role::AssignedConsumer { client } => settings.extend([
             ("group.id", client.clone()),
             ("fetch.wait.max.ms", "1".to_string()),
@@ -117,11 +133,15 @@ mod tests {
         let settings = KafkaSettings::new("localhost:9092")
             .with_overrides(&["fetch.wait.max.ms = 10".into()])
             .unwrap();
-        let properties = settings.properties(&Role::GroupConsumer { group: "g".into() });
+        let properties = settings.properties(&Role::GroupConsumer {
+            group: "g".into(),
+            instance: Some("stage-1-0".into()),
+        });
         let value = |key: &str| properties.get(key).map(String::as_str);
         assert_eq!(value("fetch.wait.max.ms"), Some("10"));
         assert_eq!(value("enable.auto.offset.store"), Some("false"));
         assert_eq!(value("bootstrap.servers"), Some("localhost:9092"));
+        assert_eq!(value("group.instance.id"), Some("stage-1-0"));
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Default for Config {
             cache_bytes: 64 * MIB as u64,
             cache_ttl_seconds: 300,
             breaker_failures: 5,
-            breaker_cooldown_ms: 2_000,
+            breaker_cooldown_ms: 500,
             breaker_probe_timeout_ms: 1_000,
             job_ttl_seconds: 600,
             running_jobs_bytes: 32 * MIB,
