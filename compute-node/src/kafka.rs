@@ -68,10 +68,17 @@ impl ClientContext for NodeContext {
 
 impl ConsumerContext for NodeContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if result.is_err() {
-            return;
-        }
+        tracing::debug!(?result, ?offsets, "commit callback");
         let mut commits = self.commits.lock().expect("commits lock");
+        match result {
+            Ok(()) => {}
+            // Nothing stored differs from what is committed: all of it is.
+            Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {
+                commits.all_confirmed();
+                return;
+            }
+            Err(_) => return,
+        }
         for element in offsets.elements() {
             if let (Offset::Offset(next), Ok(())) = (element.offset(), element.error()) {
                 commits.confirmed((element.topic().to_string(), element.partition()), next);

@@ -157,6 +157,15 @@ impl Commits {
         *slot = (*slot).max(next_offset);
     }
 
+    /// The group coordinator has every stored offset already.
+    pub fn all_confirmed(&mut self) {
+        let stored: Vec<(Partition, i64)> =
+            self.stored.iter().map(|(p, n)| (p.clone(), *n)).collect();
+        for (partition, next) in stored {
+            self.confirmed(partition, next);
+        }
+    }
+
     /// Forgets partitions outside `assigned`: those moved to another member,
     /// whose commits this node neither makes nor hears of any more.
     pub fn keep_only(&mut self, assigned: &[Partition]) {
@@ -271,6 +280,18 @@ mod tests {
         ledger.settle_message(a);
         assert_eq!(ledger.outstanding(), 1);
         assert!(ledger.can_settle());
+    }
+
+    #[test]
+    fn nothing_left_to_commit_confirms_every_stored_offset() {
+        let mut commits = Commits::default();
+        commits.stored(part(0), 8);
+        commits.stored(part(1), 3);
+        commits.confirmed(part(1), 5);
+        commits.all_confirmed();
+        assert!(commits.pending().is_empty());
+        commits.stored(part(1), 6);
+        assert_eq!(commits.pending(), [&part(1)], "a later offset is new again");
     }
 
     #[test]

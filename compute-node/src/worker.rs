@@ -764,21 +764,23 @@ impl Worker {
         while !self.consumer.closed() && Instant::now() < until {
             self.consumer.poll(Duration::from_millis(50));
         }
-        let Worker {
-            consumer, producer, ..
-        } = self;
-        if consumer.closed() {
+        if self.consumer.closed() {
             tracing::info!("left the consumer group");
-            drop(consumer);
         } else {
             tracing::warn!(
                 "skipped: leaving the consumer group (the brokers did not answer); the group hands this node's partitions on after session.timeout.ms"
             );
-            // librdkafka's destructor would try to leave again and wait for
-            // the brokers without bound; the process ends right after this.
-            std::mem::forget(consumer);
         }
-        // Purges what is still queued and waits at most 500 ms for it.
-        drop(producer);
+        // Everything worth keeping is delivered, committed and handed back
+        // above, and the process ends right after this. librdkafka's
+        // destructors are not bounded: the consumer's tries to close again
+        // and then waits for its broker threads (seen to hang until the
+        // watchdog even after a clean leave), the producer's waits for
+        // deliveries. The operating system frees what they hold.
+        let Worker {
+            consumer, producer, ..
+        } = self;
+        std::mem::forget(consumer);
+        std::mem::forget(producer);
     }
 }

@@ -52,6 +52,9 @@ pub fn defaults(role: &Role) -> Vec<(&'static str, String)> {
     let mut settings = vec![
         ("socket.nagle.disable", "true".to_string()),
         ("client.id", "setlist".to_string()),
+        // librdkafka backs off up to 10 s between reconnects; a broker back
+        // from an outage should have its clients back within a second.
+        ("reconnect.backoff.max.ms", "1000".to_string()),
     ];
     match role {
         Role::Producer => settings.extend([

@@ -77,6 +77,9 @@ pub enum FallbackReason {
     PublishFailed,
     /// The queue in front of the broker is full.
     Overloaded,
+    /// The Kafka brokers do not answer; no request is sent into the
+    /// pipeline until they do.
+    BrokerUnreachable,
 }
 
 impl FallbackReason {
@@ -88,6 +91,7 @@ impl FallbackReason {
             FallbackReason::Deadline => "deadline",
             FallbackReason::PublishFailed => "publish_failed",
             FallbackReason::Overloaded => "overloaded",
+            FallbackReason::BrokerUnreachable => "broker_unreachable",
         }
     }
 }

@@ -46,9 +46,43 @@ fn unavailable(metrics: &Metrics, reason: &str, message: String) -> Response {
         .into_response()
 }
 
+/// How much of a body over the limit is read and thrown away before the 413
+/// goes out, and for how long: a client still sending when the connection
+/// closes sees a broken pipe instead of the answer that says why.
+const DISCARD_BYTES: usize = 16 * 1024 * 1024;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// The body, if it is at most `limit` bytes. A larger one is not kept: the
+/// rest of it is read and dropped (within the bounds above) so the client
+/// can read the refusal.
+async fn read_within(body: Body, limit: usize) -> Option<axum::body::Bytes> {
+    use futures::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut kept = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.ok()?;
+        if kept.len() + chunk.len() > limit {
+            let mut seen = kept.len() + chunk.len();
+            drop(kept);
+            let _ = tokio::time::timeout(DISCARD_TIME, async {
+                while let Some(Ok(chunk)) = chunks.next().await {
+                    seen += chunk.len();
+                    if seen > DISCARD_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+            return None;
+        }
+        kept.extend_from_slice(&chunk);
+    }
+    Some(kept.into())
+}
+
 impl App {
-    /// Reads at most one byte over the body limit (a larger body is refused
-    /// without being held in memory) and checks the request. Also returns
+    /// Reads the body, keeping no more than the limit (see [`read_within`]),
+    /// and checks the request. Also returns
     /// the body's size, what a job holds while it runs.
     async fn parse(&self, body: Body) -> Result<(RecommendationRequest, usize), Response> {
         let limit = self.limits.max_request_bytes;
@@ -56,9 +90,9 @@ impl App {
             self.dispatcher.metrics.invalid_requests.inc();
             error(status, message)
         };
-        let bytes = match axum::body::to_bytes(body, limit + 1).await {
-            Ok(bytes) if bytes.len() <= limit => bytes,
-            _ => {
+        let bytes = match read_within(body, limit).await {
+            Some(bytes) => bytes,
+            None => {
                 return Err(refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the body is over the limit of {limit} bytes"),
@@ -286,6 +320,40 @@ mod tests {
             )
             .route("/quick", get(|| async { "quick" }));
         (router, holds)
+    }
+
+    /// A client still sending an oversized body must get to read the 413:
+    /// the body is read to its end (within bounds) but not kept.
+    #[tokio::test]
+    async fn an_oversized_body_is_read_to_its_end_but_not_kept() {
+        let (sender, body) = mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
+        let body = Body::from_stream(tokio_stream_from(body));
+        let feeder = tokio::spawn(async move {
+            for _ in 0..8 {
+                sender
+                    .send(Ok(axum::body::Bytes::from(vec![b'x'; 1000])))
+                    .await
+                    .unwrap();
+            }
+        });
+        assert_eq!(read_within(body, 2500).await, None);
+        // Every chunk was taken, not just those up to the limit (the feeder
+        // would wait on a full channel otherwise).
+        tokio::time::timeout(Duration::from_secs(5), feeder)
+            .await
+            .expect("the whole body was read")
+            .unwrap();
+        let small = Body::from("{\"tracks\": []}");
+        assert_eq!(
+            read_within(small, 2500).await.as_deref(),
+            Some(&b"{\"tracks\": []}"[..])
+        );
+    }
+
+    fn tokio_stream_from<T: Send + 'static>(
+        mut receiver: mpsc::Receiver<T>,
+    ) -> impl futures::Stream<Item = T> + Send + 'static {
+        futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
     }
 
     /// Issue 7, item 9: load is shed with a clear 503 and Retry-After, not

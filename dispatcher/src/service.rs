@@ -257,6 +257,11 @@ impl Dispatcher {
                     response.cached = true;
                     Ok(scored.to_vec())
                 }
+                // Failing fast: a request sent now would only wait out its
+                // deadline in the producer's queue.
+                None if !self.health.broker_reachable.load(Ordering::Relaxed) => {
+                    Err(FallbackReason::BrokerUnreachable)
+                }
                 None => {
                     let query = Query {
                         history: key.history.clone(),
@@ -352,9 +357,17 @@ impl Dispatcher {
                     continue;
                 }
                 None => {
-                    if last_check.elapsed() > Duration::from_secs(2) {
+                    // While the brokers are away, look often: requests fail
+                    // fast until they are back.
+                    let reachable_before = self.health.broker_reachable.load(Ordering::Relaxed);
+                    let (every, wait) = if reachable_before {
+                        (Duration::from_secs(2), Duration::from_secs(1))
+                    } else {
+                        (Duration::from_millis(250), Duration::from_millis(250))
+                    };
+                    if last_check.elapsed() > every {
                         let reachable = consumer
-                            .fetch_metadata(Some(&self.topics.results()), Duration::from_secs(1))
+                            .fetch_metadata(Some(&self.topics.results()), wait)
                             .is_ok();
                         self.health
                             .broker_reachable

@@ -401,30 +401,44 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
-        use rdkafka::producer::{BaseProducer, Producer};
         let dir = tempfile::tempdir().unwrap();
         let port = setlist_core::ports::free_loopback_ports(1).expect("a free port on loopback");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("tansu.log")).unwrap();
-        let child = Command::new(tansu_binary())
-            .arg("broker")
-            .arg(format!("--listener-url={url}"))
-            .arg(format!("--advertised-listener-url={url}"))
-            // tansu puts its SQLite file under its working directory.
-            .arg("--storage-engine=sqlite:///tansu.db")
-            .current_dir(dir.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("tansu starts");
+        let child = Tansu::spawn(port, dir.path());
         let mut tansu = Tansu {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
             dir,
         };
-        // Ready when it answers a metadata request over the Kafka protocol.
+        tansu.wait_until_it_answers();
+        tansu
+    }
+
+    /// The broker on `port`, storing in `dir` (kept across restarts).
+    fn spawn(port: u16, dir: &Path) -> std::process::Child {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("tansu.log"))
+            .unwrap();
+        Command::new(tansu_binary())
+            .arg("broker")
+            .arg(format!("--listener-url={url}"))
+            .arg(format!("--advertised-listener-url={url}"))
+            // tansu puts its SQLite file under its working directory.
+            .arg("--storage-engine=sqlite:///tansu.db")
+            .current_dir(dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("tansu starts")
+    }
+
+    /// Ready when it answers a metadata request over the Kafka protocol.
+    fn wait_until_it_answers(&mut self) {
+        use rdkafka::producer::{BaseProducer, Producer};
         let producer: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &tansu.bootstrap)
+            .set("bootstrap.servers", &self.bootstrap)
             .create()
             .unwrap();
         let started = std::time::Instant::now();
@@ -433,15 +447,28 @@ impl Tansu {
             .fetch_metadata(None, std::time::Duration::from_secs(1))
             .is_err()
         {
-            let exited = tansu.child.try_wait().unwrap();
+            let exited = self.child.try_wait().unwrap();
             assert!(
                 exited.is_none() && started.elapsed() < std::time::Duration::from_secs(60),
                 "tansu did not answer on {} within 60 s ({exited:?}); its log:\n{}",
-                tansu.bootstrap,
-                std::fs::read_to_string(tansu.dir.path().join("tansu.log")).unwrap_or_default()
+                self.bootstrap,
+                std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
             );
         }
-        tansu
+    }
+
+    /// An outage: the broker dies at once (SIGKILL), as a crashed machine would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The broker back on the same address with the same storage, once it
+    /// answers again.
+    pub fn restart(&mut self) {
+        let port: u16 = self.bootstrap.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Tansu::spawn(port, self.dir.path());
+        self.wait_until_it_answers();
     }
 }
 
@@ -449,6 +476,51 @@ impl Drop for Tansu {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The song ids of a model (or slices) directory, in model order.
+pub fn catalogue_ids(model: &Path) -> Vec<String> {
+    read_jsonl(&model.join("catalogue.jsonl"))
+        .iter()
+        .map(|song| song["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Playlists that never repeat, so no answer can come from the cache and a
+/// model answer after the kill is a fresh pass through the pipeline.
+pub struct DistinctPlaylists<'a> {
+    ids: &'a [String],
+    state: u64,
+    seen: std::collections::HashSet<Vec<usize>>,
+}
+
+impl<'a> DistinctPlaylists<'a> {
+    pub fn new(ids: &'a [String]) -> Self {
+        DistinctPlaylists {
+            ids,
+            state: 0x9e37_79b9_7f4a_7c15,
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    fn next_index(&mut self) -> usize {
+        // xorshift64: enough to spread picks, seeded so a failure repeats.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        (self.state % self.ids.len() as u64) as usize
+    }
+
+    pub fn fresh(&mut self) -> Vec<String> {
+        loop {
+            let mut picks: Vec<usize> = (0..4).map(|_| self.next_index()).collect();
+            picks.sort_unstable();
+            picks.dedup();
+            if self.seen.insert(picks.clone()) {
+                return picks.iter().map(|&i| self.ids[i].clone()).collect();
+            }
+        }
     }
 }
 

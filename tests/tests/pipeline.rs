@@ -11,18 +11,12 @@ use serde_json::{Value, json};
 use setlist_core::topics::Topics;
 use setlist_core::wire::{Activations, Body, Frame, RowMeta, Values};
 use setlist_tests::{
-    Tansu, Up, get_text, metric, path_str, post, read_jsonl, setlist_ok, small_model,
+    DistinctPlaylists, Tansu, Up, catalogue_ids, get_text, metric, path_str, post, read_jsonl,
+    setlist_ok, small_model,
 };
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn catalogue_ids(model: &Path) -> Vec<String> {
-    read_jsonl(&model.join("catalogue.jsonl"))
-        .iter()
-        .map(|song| song["id"].as_str().unwrap().to_string())
-        .collect()
-}
 
 /// Deterministic playlists of 1..=12 catalogue songs.
 fn playlists(ids: &[String], count: usize) -> Vec<Vec<String>> {
@@ -502,43 +496,6 @@ fn a_killed_node_costs_fallbacks_not_hangs_and_answers_resume_on_tansu() {
     a_killed_node_costs_fallbacks_not_hangs(&["--kafka", &tansu.bootstrap], "stage-1-0");
 }
 
-/// Playlists that never repeat, so no answer can come from the cache and a
-/// model answer after the kill is a fresh pass through the pipeline.
-struct DistinctPlaylists<'a> {
-    ids: &'a [String],
-    state: u64,
-    seen: std::collections::HashSet<Vec<usize>>,
-}
-
-impl<'a> DistinctPlaylists<'a> {
-    fn new(ids: &'a [String]) -> Self {
-        DistinctPlaylists {
-            ids,
-            state: 0x9e37_79b9_7f4a_7c15,
-            seen: std::collections::HashSet::new(),
-        }
-    }
-
-    fn next_index(&mut self) -> usize {
-        // xorshift64: enough to spread picks, seeded so a failure repeats.
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        (self.state % self.ids.len() as u64) as usize
-    }
-
-    fn next(&mut self) -> Vec<String> {
-        loop {
-            let mut picks: Vec<usize> = (0..4).map(|_| self.next_index()).collect();
-            picks.sort_unstable();
-            picks.dedup();
-            if self.seen.insert(picks.clone()) {
-                return picks.iter().map(|&i| self.ids[i].clone()).collect();
-            }
-        }
-    }
-}
-
 /// `up_args` choose the broker and the replicas; `victim` is the process
 /// SIGKILLed two seconds in.
 fn a_killed_node_costs_fallbacks_not_hangs(up_args: &[&str], victim: &str) {
@@ -572,7 +529,7 @@ fn a_killed_node_costs_fallbacks_not_hangs(up_args: &[&str], victim: &str) {
         let sent = Instant::now();
         let (status, answer) = post(
             &url,
-            &json!({"tracks": playlists.next(), "k": 10, "deadline_ms": DEADLINE_MS}),
+            &json!({"tracks": playlists.fresh(), "k": 10, "deadline_ms": DEADLINE_MS}),
         );
         let took = sent.elapsed();
         requests += 1;
