@@ -8,6 +8,8 @@ use setlist_model::artifact::Model;
 use setlist_model::eval;
 use setlist_model::train::{self, TrainSpec};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -68,6 +70,11 @@ pub struct TrainArgs {
     /// Leave out songs found in fewer training playlists than this.
     #[arg(long)]
     min_playlists: Option<u32>,
+    /// libtorch threads (default: every core this process may use). The
+    /// thread count changes the weights slightly, so keep it to reproduce a
+    /// model exactly.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
 }
 
 /// Maximum size of a training config file: it is a handful of numbers.
@@ -136,7 +143,18 @@ pub fn run_train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
     );
     let dataset = Dataset::load(&args.data)
         .with_context(|| format!("cannot load the data set {}", args.data.display()))?;
-    let trained = train::train_model(&dataset, &spec, progress)?;
+    let threads = args.threads.map_or_else(every_core, |t| t as usize);
+    tch::set_num_threads(threads as i32);
+    eprintln!(
+        "training on {threads} libtorch thread{} (OpenMP threads wait: {})",
+        if threads == 1 { "" } else { "s" },
+        std::env::var("OMP_WAIT_POLICY").unwrap_or_else(|_| "libgomp's default".into())
+    );
+    let trained = train::train_model(
+        &dataset,
+        &spec,
+        &Forecast::new(progress, spec.training.epochs),
+    )?;
     eprintln!(
         "model: {} songs, embedding {}, hidden {}, {} LSTM layers, {:.1} MiB; {} softmax",
         trained.config.catalogue_size,
@@ -160,6 +178,85 @@ pub fn run_train(args: TrainArgs, progress: &dyn Progress) -> Result<()> {
         trained.record.report.seconds
     );
     Ok(())
+}
+
+/// Every core this process may use (its CPU affinity and cgroup quota
+/// included), as libtorch would choose by default were it to know the quota.
+pub fn every_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// How long the whole training takes at the speed of its first steps, on
+/// this machine as busy as it is now: `elapsed` for `done` of `total` steps.
+fn forecast(elapsed: Duration, done: u64, total: u64) -> Duration {
+    elapsed.mul_f64(total as f64 / done.max(1) as f64)
+}
+
+/// Passes training progress on and, once the first steps are timed, says how
+/// long the whole training will take at that speed: a line even where no
+/// progress bar shows (stderr piped into `tee`), and true on this machine,
+/// where a fixed estimate could only be true on ours.
+pub struct Forecast<'a> {
+    inner: &'a dyn Progress,
+    epochs: u32,
+    state: Mutex<ForecastState>,
+}
+
+#[derive(Default)]
+struct ForecastState {
+    /// When the first epoch started, and its steps.
+    started: Option<(Instant, u64)>,
+    done: u64,
+    said: bool,
+}
+
+impl<'a> Forecast<'a> {
+    /// Timing the first steps needs this long, so one slow first step does
+    /// not make the forecast.
+    const MEASURE: Duration = Duration::from_secs(3);
+
+    pub fn new(inner: &'a dyn Progress, epochs: u32) -> Forecast<'a> {
+        Forecast {
+            inner,
+            epochs,
+            state: Mutex::new(ForecastState::default()),
+        }
+    }
+}
+
+impl Progress for Forecast<'_> {
+    fn start(&self, what: &str, total: u64) {
+        let mut state = self.state.lock().expect("forecast lock");
+        state.started.get_or_insert((Instant::now(), total));
+        self.inner.start(what, total);
+    }
+
+    fn advance(&self, n: u64) {
+        self.inner.advance(n);
+        let mut state = self.state.lock().expect("forecast lock");
+        state.done += n;
+        let Some((started, steps)) = state.started else {
+            return;
+        };
+        let elapsed = started.elapsed();
+        if !state.said && (elapsed >= Self::MEASURE || state.done >= steps) {
+            state.said = true;
+            let total = forecast(elapsed, state.done, steps * u64::from(self.epochs));
+            self.inner.message(&format!(
+                "at this machine's current speed, training takes about {:.0} s ({} epochs)",
+                total.as_secs_f64(),
+                self.epochs
+            ));
+        }
+    }
+
+    fn message(&self, line: &str) {
+        self.inner.message(line);
+    }
+
+    fn finish(&self) {
+        self.inner.finish();
+    }
 }
 
 #[derive(Args)]
@@ -209,4 +306,18 @@ pub fn run_evaluate(args: EvaluateArgs, progress: &dyn Progress) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forecast_scales_the_first_steps_to_all_of_them() {
+        let first = Duration::from_secs(3);
+        assert_eq!(forecast(first, 30, 600), Duration::from_secs(60));
+        assert_eq!(forecast(first, 600, 600), first);
+        // Nothing done yet is treated as one step, not a division by zero.
+        assert_eq!(forecast(first, 0, 10), Duration::from_secs(30));
+    }
 }

@@ -7,6 +7,7 @@
 //! with `setlist up` if it is killed.
 
 use crate::broker::Broker;
+use crate::train::Forecast;
 use anyhow::{Context, Result};
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
@@ -91,23 +92,35 @@ pub fn cache_dir() -> PathBuf {
 /// cached; the same on every machine.
 pub fn demo_model(progress: &dyn Progress) -> Result<PathBuf> {
     // Bumped whenever the demo's training changes, so no stale model is served.
-    const DEMO_VERSION: &str = "v2";
+    const DEMO_VERSION: &str = "v3";
     let demos = cache_dir().join("demo");
     let dir = demos.join(DEMO_VERSION);
     let model = dir.join("model");
     if model.join("manifest.json").exists() {
         return Ok(model);
     }
-    eprintln!(
-        "setlist: training the demo model once (about a minute); it is cached in {}",
+    say(format_args!(
+        "training the demo model once, on one thread: about a minute where a core is free (more exactly once the first steps are timed); it is cached in {}",
         dir.display()
-    );
+    ));
+    // One libtorch thread: the demo is the same model on every machine (the
+    // thread count changes the weights), and with no OpenMP worker threads
+    // none can spin against other work. On a busy machine that is faster
+    // than two threads, and on an idle one not much slower
+    // (docs/benchmarks.md).
+    tch::set_num_threads(1);
+    let started = Instant::now();
     let data = synth::generate(&SynthConfig::default());
     let mut spec = TrainSpec::default();
     spec.model.embedding_dim = 64;
     spec.model.hidden_dim = 64;
     spec.training.epochs = 6;
-    let trained = train::train_model(&data, &spec, progress)?;
+    let forecast = Forecast::new(progress, spec.training.epochs);
+    let trained = train::train_model(&data, &spec, &forecast)?;
+    say(format_args!(
+        "trained the demo model in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
     std::fs::create_dir_all(&dir)?;
     let _ = std::fs::remove_dir_all(&model);
     Model::save(
