@@ -434,6 +434,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
                 namespace: "bench",
                 cluster: &cluster,
                 kafka_set: &args.kafka_set,
+                session_timeout_ms: broker.session_timeout_ms(),
             };
             let stage_topics = (0..=stages).map(|k| (topics.stage(k), 4));
             let others = [
@@ -454,7 +455,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             for (port, (part, replica)) in (base..).zip(replicas) {
                 let name = format!("{cluster}-{part}-{replica}");
                 let mut command =
-                    pipeline.node_command(&node_bin, part, &format!("127.0.0.1:{port}"));
+                    pipeline.node_command(&node_bin, part, &format!("127.0.0.1:{port}"), &name);
                 command.extend([
                     format!("--max-batch-rows={}", if batching { 64 } else { 1 }),
                     "--max-wait-ms=0".into(),

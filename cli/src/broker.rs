@@ -11,6 +11,11 @@ use rdkafka::producer::DefaultProducerContext;
 use setlist_core::kafka::{KafkaSettings, Role};
 use std::time::Duration;
 
+/// 3 s: shorter, and the embedded broker's 3 s wait for a new group's first
+/// members (its `group.initial.rebalance.delay.ms`) outlasts the session, so
+/// a group never forms (seen with 2 s).
+const EMBEDDED_SESSION_TIMEOUT_MS: u32 = 3_000;
+
 pub struct Broker {
     /// Where clients connect, and the operator's client settings.
     settings: KafkaSettings,
@@ -46,6 +51,18 @@ impl Broker {
 
     pub fn is_embedded(&self) -> bool {
         self.embedded.is_some()
+    }
+
+    /// The session timeout consumer groups should use: the embedded broker
+    /// accepts a short one, so a dead node's partitions move in about 3 s;
+    /// a real cluster gets the least a Kafka broker accepts by default
+    /// (`--node-arg=--session-timeout-ms=…` where it allows less).
+    pub fn session_timeout_ms(&self) -> u32 {
+        if self.is_embedded() {
+            EMBEDDED_SESSION_TIMEOUT_MS
+        } else {
+            setlist_core::kafka::DEFAULT_SESSION_TIMEOUT_MS
+        }
     }
 
     /// Creates `(topic, partitions)`, keeping topics that already exist.

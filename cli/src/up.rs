@@ -14,9 +14,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 use setlist_core::dataset::synth::{self, SynthConfig};
-use setlist_core::plan::PartitionPlan;
+use setlist_core::plan::{
+    DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_MESSAGE_BYTES, FrameBatch, PartitionPlan,
+};
 use setlist_core::progress::Progress;
-use setlist_core::slice::{self, Part, SliceSet};
+use setlist_core::slice::{self, Part, SliceManifest, SliceSet};
 use setlist_core::topics::Topics;
 use setlist_model::artifact::Model;
 use setlist_model::train::{self, TrainSpec};
@@ -422,6 +424,8 @@ pub struct PipelineFlags<'a> {
     pub namespace: &'a str,
     pub cluster: &'a str,
     pub kafka_set: &'a [String],
+    /// The nodes' consumer-group session timeout (the broker's to choose).
+    pub session_timeout_ms: u32,
 }
 
 impl PipelineFlags<'_> {
@@ -438,10 +442,16 @@ impl PipelineFlags<'_> {
         command
     }
 
-    /// A compute node's command line: these flags, its part and its address.
-    pub fn node_command(&self, bin: &Path, part: Part, listen: &str) -> Vec<String> {
+    /// A compute node's command line: these flags, its part, its address,
+    /// and `name` as its static group identity, which a restarted node keeps.
+    pub fn node_command(&self, bin: &Path, part: Part, listen: &str, name: &str) -> Vec<String> {
         let mut command = self.command(bin);
-        command.extend([format!("--part={part}"), format!("--listen={listen}")]);
+        command.extend([
+            format!("--part={part}"),
+            format!("--listen={listen}"),
+            format!("--instance-id={name}"),
+            format!("--session-timeout-ms={}", self.session_timeout_ms),
+        ]);
         command
     }
 }
@@ -488,6 +498,29 @@ pub fn ready(url: &str) -> bool {
     agent.get(&format!("{url}/readyz")).call().is_ok()
 }
 
+/// Refuses, before any process starts, a plan one of whose requests cannot
+/// fit the nodes' Kafka messages (they would each refuse their slice): with
+/// the message size and precision the nodes will run with.
+fn check_frames_fit(manifest: &SliceManifest, node_args: &[String]) -> Result<()> {
+    let given = |flag: &str| {
+        node_args.iter().find_map(|a| {
+            a.strip_prefix(flag)?
+                .strip_prefix('=')?
+                .parse::<usize>()
+                .ok()
+        })
+    };
+    let max_message_bytes = given("--max-message-bytes").unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+    let batch = FrameBatch {
+        rows: given("--max-batch-rows").unwrap_or(DEFAULT_MAX_BATCH_ROWS),
+        half_precision: node_args.iter().any(|a| a == "--half-precision"),
+    };
+    for link in manifest.plan.frame_sizes(&manifest.config, batch) {
+        link.check(max_message_bytes, "--node-arg=--max-message-bytes")?;
+    }
+    Ok(())
+}
+
 pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     let [node_bin, dispatcher_bin] = siblings(CHILD_BINARIES)?;
     let slices = match (&args.slices, &args.model) {
@@ -499,6 +532,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     let manifest = &set.manifest;
     let stages = manifest.plan.stages.len() as u32;
     let topics = Topics::new(&args.namespace, &args.cluster, &manifest.model_version)?;
+    check_frames_fit(manifest, &args.node_args)?;
     anyhow::ensure!(
         args.partitions >= args.replicas,
         "--partitions ({}) must be at least --replicas ({}): a replica with no partition idles",
@@ -531,6 +565,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         namespace: &args.namespace,
         cluster: &args.cluster,
         kafka_set: &args.kafka_set,
+        session_timeout_ms: broker.session_timeout_ms(),
     };
 
     // One background worker counts signals while this thread supervises.
@@ -548,7 +583,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
             let name = format!("{part}-{replica}");
             let listen = format!("127.0.0.1:{port}");
             port += 1;
-            let mut command = pipeline.node_command(&node_bin, part, &listen);
+            let mut command = pipeline.node_command(&node_bin, part, &listen, &name);
             command.extend(args.node_args.iter().cloned());
             children.spawn(
                 name.clone(),
@@ -697,6 +732,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// Issue 7, item 10: a plan whose requests no node message can hold is
+    /// refused before any process starts, naming what to change.
+    #[test]
+    fn frames_that_cannot_fit_a_message_stop_up_before_it_starts_anything() {
+        let config = setlist_core::shape::ModelConfig {
+            catalogue_size: 1_000,
+            embedding_dim: 4_096,
+            hidden_dim: 4_096,
+            lstm_layers: 1,
+            max_history: 50,
+            residual: false,
+        };
+        let manifest = SliceManifest {
+            format: setlist_core::slice::SLICES_FORMAT.into(),
+            format_version: setlist_core::slice::FORMAT_VERSION,
+            model_version: "mtest".into(),
+            plan: PartitionPlan::new(&config, 2, 1).unwrap(),
+            config,
+            slices: Vec::new(),
+            catalogue_sha256: String::new(),
+        };
+        // 50 positions of 4,096 f32 values are 800 KiB: under the 1 MB default.
+        check_frames_fit(&manifest, &[]).unwrap();
+        let error = check_frames_fit(&manifest, &["--max-message-bytes=500000".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--node-arg=--max-message-bytes"), "{error}");
+        let halves = ["--max-message-bytes=500000".into(), "--half-precision".into()];
+        check_frames_fit(&manifest, &halves).unwrap();
     }
 
     fn sh(script: &str) -> Vec<String> {

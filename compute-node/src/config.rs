@@ -42,6 +42,12 @@ pub struct Args {
     #[arg(long, env = "SETLIST_INSTANCE_ID")]
     #[serde(skip_serializing_if = "Option::is_none")]
     instance_id: Option<String>,
+    /// How long the broker waits for a silent node before its partitions
+    /// move to another (Kafka's `session.timeout.ms`; a Kafka broker refuses
+    /// less than its `group.min.session.timeout.ms`, 6 s by default).
+    #[arg(long, env = "SETLIST_SESSION_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_timeout_ms: Option<u32>,
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].
     #[arg(long, env = "SETLIST_KAFKA")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +113,7 @@ pub struct Config {
     pub part: Option<Part>,
     pub model_version: Option<String>,
     pub instance_id: Option<String>,
+    pub session_timeout_ms: u32,
     pub kafka: String,
     pub kafka_set: Vec<String>,
     pub namespace: String,
@@ -129,6 +136,7 @@ impl Default for Config {
             part: None,
             model_version: None,
             instance_id: None,
+            session_timeout_ms: setlist_core::kafka::DEFAULT_SESSION_TIMEOUT_MS,
             kafka: String::new(),
             kafka_set: Vec::new(),
             namespace: "default".into(),
@@ -226,6 +234,13 @@ impl Config {
                 &format!(
                     "1 to {MAX_INSTANCE_ID_BYTES} letters, digits, '.', '_' or '-' (a pod name is)"
                 ),
+            ));
+        }
+        if !(1_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err(out_of_range(
+                "session_timeout_ms",
+                self.session_timeout_ms,
+                "between 1000 and 300000",
             ));
         }
         if !(1..=MAX_BATCH_ROWS).contains(&self.max_batch_rows) {

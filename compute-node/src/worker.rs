@@ -171,6 +171,7 @@ impl Worker {
             &Role::GroupConsumer {
                 group: topics.group(consumer_kind),
                 instance: config.instance_id.clone(),
+                session_timeout_ms: config.session_timeout_ms,
             },
         )
         .create_with_context(NodeContext {

@@ -24,6 +24,9 @@ pub enum Role {
     GroupConsumer {
         group: String,
         instance: Option<String>,
+        /// How long the broker waits for a silent member before it hands its
+        /// partitions on (see [`DEFAULT_SESSION_TIMEOUT_MS`]).
+        session_timeout_ms: u32,
     },
     /// A consumer of explicitly assigned partitions (a dispatcher's reply
     /// partition); it never commits, so it needs no group of its own, but
@@ -33,16 +36,20 @@ pub enum Role {
     },
 }
 
+/// The least session timeout a Kafka broker accepts by default
+/// (`group.min.session.timeout.ms`); a broker that allows less (the embedded
+/// one does) lets a dead member's partitions move sooner.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 6_000;
+
 /// Defaults chosen for latency, not throughput (librdkafka's own defaults
 /// batch for 5 ms on produce and wait up to 500 ms on fetch):
 /// - `linger.ms` 0: a frame leaves as soon as it is produced;
 /// - `fetch.wait.max.ms` 1: a real broker answers a fetch as soon as data
 ///   arrives anyway; librdkafka's mock broker only answers when this expires;
 /// - `socket.nagle.disable`: no 40 ms delayed-ACK stalls on small frames;
-/// - `session.timeout.ms` 6000 / `heartbeat.interval.ms` 1000: a dead node's
-///   partitions move to a live replica within seconds, not 45 s (6 s is
-///   the least a Kafka broker accepts by default,
-///   `group.min.session.timeout.ms`);
+/// - `session.timeout.ms` 6000 (the role's) / `heartbeat.interval.ms` a
+///   third of it, at most 1000: a dead node's partitions move to a live
+///   replica within seconds, not 45 s;
 /// - `partition.assignment.strategy` cooperative-sticky: a rebalance (a
 ///   replica died or came back) moves only the partitions that change
 ///   owner, and the surviving replicas keep consuming theirs meanwhile;
@@ -62,14 +69,21 @@ pub fn defaults(role: &Role) -> Vec<(&'static str, String)> {
             ("acks", "all".to_string()),
             ("message.timeout.ms", "10000".to_string()),
         ]),
-        Role::GroupConsumer { group, instance } => {
+        Role::GroupConsumer {
+            group,
+            instance,
+            session_timeout_ms,
+        } => {
             settings.extend(instance.iter().map(|i| ("group.instance.id", i.clone())));
             settings.extend([
                 ("group.id", group.clone()),
                 ("fetch.wait.max.ms", "1".to_string()),
                 ("fetch.min.bytes", "1".to_string()),
-                ("session.timeout.ms", "6000".to_string()),
-                ("heartbeat.interval.ms", "1000".to_string()),
+                ("session.timeout.ms", session_timeout_ms.to_string()),
+                (
+                    "heartbeat.interval.ms",
+                    (session_timeout_ms / 3).clamp(1, 1000).to_string(),
+                ),
                 (
                     "partition.assignment.strategy",
                     "cooperative-sticky".to_string(),
@@ -139,12 +153,15 @@ mod tests {
         let properties = settings.properties(&Role::GroupConsumer {
             group: "g".into(),
             instance: Some("stage-1-0".into()),
+            session_timeout_ms: 3_000,
         });
         let value = |key: &str| properties.get(key).map(String::as_str);
         assert_eq!(value("fetch.wait.max.ms"), Some("10"));
         assert_eq!(value("enable.auto.offset.store"), Some("false"));
         assert_eq!(value("bootstrap.servers"), Some("localhost:9092"));
         assert_eq!(value("group.instance.id"), Some("stage-1-0"));
+        assert_eq!(value("session.timeout.ms"), Some("3000"));
+        assert_eq!(value("heartbeat.interval.ms"), Some("1000"));
     }
 
     #[test]

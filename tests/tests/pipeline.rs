@@ -502,9 +502,7 @@ fn a_killed_node_costs_fallbacks_not_hangs(up_args: &[&str], victim: &str) {
     use nix::sys::signal::{Signal, kill};
     let dir = tempfile::tempdir().unwrap();
     let model = small_model(dir.path());
-    let mut args = vec!["--dispatcher-arg=--breaker-cooldown-ms=500"];
-    args.extend_from_slice(up_args);
-    let up = Up::start(&model, &args);
+    let up = Up::start(&model, up_args);
     let url = format!("{}/v1/recommendations", up.dispatcher());
     let ids = catalogue_ids(&model);
     let mut playlists = DistinctPlaylists::new(&ids);
