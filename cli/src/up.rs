@@ -761,7 +761,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("--node-arg=--max-message-bytes"), "{error}");
-        let halves = ["--max-message-bytes=500000".into(), "--half-precision".into()];
+        let halves = [
+            "--max-message-bytes=500000".into(),
+            "--half-precision".into(),
+        ];
         check_frames_fit(&manifest, &halves).unwrap();
     }
 
