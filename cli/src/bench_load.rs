@@ -98,7 +98,27 @@ pub fn run(args: LoadBenchArgs) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let after = memory_of_setlist_processes();
     report(&args, &samples, &before, &after);
+    // Clients that hung up must leave no pending request behind.
+    let status = dispatcher_status(&args.url)?;
+    println!();
+    println!(
+        "after the load: {} requests in flight in the dispatcher; its bounded stores hold {}",
+        status["in_flight"], status["memory"]
+    );
     Ok(())
+}
+
+fn dispatcher_status(url: &str) -> Result<serde_json::Value> {
+    let status_url = format!("{url}/v1/status");
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    agent
+        .get(&status_url)
+        .call()
+        .and_then(|mut answer| answer.body_mut().read_json())
+        .with_context(|| format!("cannot read {status_url}"))
 }
 
 /// The `id` of every song in a catalogue.jsonl.

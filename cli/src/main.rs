@@ -60,9 +60,11 @@ impl Command {
 
 /// The wait policy of libtorch's OpenMP threads for the commands that train
 /// and evaluate: PASSIVE, a waiting thread sleeps. The default spins, which
-/// is a little faster on an idle machine and far slower on a busy one, where
-/// a spinning thread takes the core that the thread it waits for needs
-/// (measured in docs/benchmarks.md).
+/// is about a quarter faster on an idle machine and half again slower on a
+/// busy one, where a spinning thread takes the core that the thread it waits for needs;
+/// a short spin keeps neither advantage (measured in docs/benchmarks.md).
+/// Training runs for minutes to hours, on machines that rarely stay idle that
+/// long; OMP_WAIT_POLICY=ACTIVE gets the spinning back where they do.
 const OPENMP_WAIT_POLICY: &str = "PASSIVE";
 
 /// Starts this executable again, same pid and arguments, with

@@ -53,8 +53,12 @@ pub struct UpArgs {
     /// Compute nodes per stage and per shard.
     #[arg(long, default_value_t = 1)]
     replicas: u32,
-    /// Partitions of each stage topic (at least the replicas).
-    #[arg(long, default_value_t = 4)]
+    /// Partitions of each stage topic (at least the replicas). 16, not
+    /// fewer: the embedded broker scans a partition's stored messages on
+    /// every fetch, so spreading them over more partitions is what lets it
+    /// keep up at 200 requests/s (measured in docs/benchmarks.md); more than
+    /// 16 costs latency at low rates.
+    #[arg(long, default_value_t = 16)]
     partitions: u32,
     #[arg(long, default_value = "127.0.0.1:8080")]
     dispatcher_listen: String,

@@ -163,7 +163,6 @@ const MAX_WAIT_MS: u64 = 1000;
 const MAX_INSTANCE_ID_BYTES: usize = 249;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const DEADLINE_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
-const SHUTDOWN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=300_000;
 
 pub fn parse_part(text: &str) -> Result<Part, String> {
     let bad = || format!("part \"{text}\" is not stage-K or shard-S");
@@ -265,7 +264,7 @@ impl Config {
             (
                 "shutdown_timeout_ms",
                 self.shutdown_timeout_ms,
-                SHUTDOWN_TIMEOUT_MS,
+                setlist_service::shutdown::TIMEOUT_MS,
             ),
         ] {
             if !range.contains(&value) {

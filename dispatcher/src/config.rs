@@ -131,6 +131,11 @@ pub struct Args {
     #[arg(long, env = "SETLIST_MAX_MESSAGE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_message_bytes: Option<usize>,
+    /// The bound on a graceful shutdown (answering the requests in flight,
+    /// stopping the Kafka clients); past it the process exits anyway.
+    #[arg(long, env = "SETLIST_SHUTDOWN_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shutdown_timeout_ms: Option<u64>,
     #[arg(long, env = "SETLIST_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_format: Option<LogFormat>,
@@ -170,6 +175,7 @@ pub struct Config {
     pub running_jobs_bytes: usize,
     pub finished_jobs_bytes: u64,
     pub max_message_bytes: usize,
+    pub shutdown_timeout_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -203,6 +209,7 @@ impl Default for Config {
             running_jobs_bytes: 32 * MIB,
             finished_jobs_bytes: 64 * MIB as u64,
             max_message_bytes: setlist_core::plan::DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown_timeout_ms: 10_000,
             log_format: LogFormat::default(),
         }
     }
@@ -299,6 +306,14 @@ impl Config {
                 "max_concurrent_requests",
                 self.max_concurrent_requests,
                 "between 1 and 100000",
+            ));
+        }
+        let shutdown = setlist_service::shutdown::TIMEOUT_MS;
+        if !shutdown.contains(&self.shutdown_timeout_ms) {
+            return Err(out_of_range(
+                "shutdown_timeout_ms",
+                self.shutdown_timeout_ms,
+                &format!("between {} and {}", shutdown.start(), shutdown.end()),
             ));
         }
         if !(1..=86_400).contains(&self.job_ttl_seconds) {
@@ -404,6 +419,7 @@ mod tests {
                 .starts_with("setting \"max_concurrent_requests\"")
         );
         assert!(err(&["--job-ttl-seconds=0"]).starts_with("setting \"job_ttl_seconds\""));
+        assert!(err(&["--shutdown-timeout-ms=50"]).starts_with("setting \"shutdown_timeout_ms\""));
     }
 
     #[test]

@@ -4,23 +4,17 @@
 use anyhow::{Context, Result};
 use setlist_dispatcher::config::Config;
 use setlist_dispatcher::{http, service::Dispatcher};
+use setlist_service::shutdown;
 use std::sync::atomic::Ordering;
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler installs");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-}
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = Config::load()?;
     setlist_core::telemetry::init_logging(config.log_format);
-    setlist_service::shutdown::die_with_parent();
+    shutdown::die_with_parent();
     let listen = config.listen;
+    let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms);
     let dispatcher = Dispatcher::start(config)?;
     tracing::info!(model_version = %dispatcher.model_version, stages = dispatcher.stages, shards = dispatcher.shards, songs = dispatcher.catalogue.len(), "dispatcher started");
     let listener = tokio::net::TcpListener::bind(listen)
@@ -30,8 +24,12 @@ async fn main() -> Result<()> {
     let stopping = dispatcher.clone();
     axum::serve(listener, http::router(dispatcher))
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            shutdown::signal().await;
+            tracing::info!(limit = ?shutdown_timeout, "stop signal: answering the requests in flight, then exiting");
             stopping.health.stopping.store(true, Ordering::Relaxed);
+            // Requests in flight end by their deadlines, but a broker that is
+            // gone can hold up the Kafka clients' teardown for good.
+            shutdown::exit_after(shutdown_timeout, 1);
         })
         .await?;
     Ok(())

@@ -1,7 +1,11 @@
 //! Stopping: on SIGTERM or Ctrl-C, with a bound on how long it may take,
 //! and with the parent (`setlist up`) when it dies.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
+
+/// What any service accepts as the bound on its graceful shutdown, in ms.
+pub const TIMEOUT_MS: RangeInclusive<u64> = 100..=300_000;
 
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn signal() {

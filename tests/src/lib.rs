@@ -203,6 +203,10 @@ pub fn up_command_line(model: &Path, args: &[&str], cache: &Path) -> Vec<String>
 impl Drop for UpProcess {
     fn drop(&mut self) {
         use nix::sys::signal::{Signal, kill};
+        if std::thread::panicking() {
+            // The logs go with the temporary folder: a failed test shows them.
+            eprintln!("the logs of this run's processes:\n{}", self.log_tails());
+        }
         let _ = kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             Signal::SIGTERM,
@@ -235,7 +239,7 @@ pub fn log_tails(dir: &Path) -> String {
     for entry in entries.flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
         tails.push(format!("== {}\n{tail}", entry.path().display()));
     }
     tails.sort();
@@ -474,6 +478,15 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "the last lines of the tansu broker's log:\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
