@@ -61,8 +61,9 @@ impl Command {
 /// The wait policy of libtorch's OpenMP threads for the commands that train
 /// and evaluate: PASSIVE, a waiting thread sleeps. The default spins, which
 /// is about a quarter faster on an idle machine and half again slower on a
-/// busy one, where a spinning thread takes the core that the thread it waits for needs;
-/// a short spin keeps neither advantage (measured in docs/benchmarks.md).
+/// busy one, where a spinning thread takes the core that the thread it waits
+/// for needs; a short spin keeps neither advantage (measured in
+/// docs/benchmarks.md).
 /// Training runs for minutes to hours, on machines that rarely stay idle that
 /// long; OMP_WAIT_POLICY=ACTIVE gets the spinning back where they do.
 const OPENMP_WAIT_POLICY: &str = "PASSIVE";

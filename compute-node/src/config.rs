@@ -259,22 +259,12 @@ impl Config {
                 &format!("at most {MAX_WAIT_MS}"),
             ));
         }
-        for (field, value, range) in [
-            ("max_deadline_ms", self.max_deadline_ms, DEADLINE_MS),
-            (
-                "shutdown_timeout_ms",
-                self.shutdown_timeout_ms,
-                setlist_service::shutdown::TIMEOUT_MS,
-            ),
-        ] {
-            if !range.contains(&value) {
-                return Err(out_of_range(
-                    field,
-                    value,
-                    &format!("between {} and {}", range.start(), range.end()),
-                ));
-            }
-        }
+        settings::within("max_deadline_ms", self.max_deadline_ms, &DEADLINE_MS)?;
+        settings::within(
+            "shutdown_timeout_ms",
+            self.shutdown_timeout_ms,
+            &setlist_service::shutdown::TIMEOUT_MS,
+        )?;
         if !(64 * 1024..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
             return Err(out_of_range(
                 "max_message_bytes",

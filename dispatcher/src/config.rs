@@ -308,14 +308,11 @@ impl Config {
                 "between 1 and 100000",
             ));
         }
-        let shutdown = setlist_service::shutdown::TIMEOUT_MS;
-        if !shutdown.contains(&self.shutdown_timeout_ms) {
-            return Err(out_of_range(
-                "shutdown_timeout_ms",
-                self.shutdown_timeout_ms,
-                &format!("between {} and {}", shutdown.start(), shutdown.end()),
-            ));
-        }
+        settings::within(
+            "shutdown_timeout_ms",
+            self.shutdown_timeout_ms,
+            &setlist_service::shutdown::TIMEOUT_MS,
+        )?;
         if !(1..=86_400).contains(&self.job_ttl_seconds) {
             return Err(out_of_range(
                 "job_ttl_seconds",

@@ -91,6 +91,23 @@ pub fn out_of_range(field: &str, value: impl std::fmt::Display, bounds: &str) ->
     }
 }
 
+/// Refuses a setting outside `range`, saying the range.
+pub fn within(
+    field: &str,
+    value: u64,
+    range: &std::ops::RangeInclusive<u64>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(out_of_range(
+            field,
+            value,
+            &format!("between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,6 +230,13 @@ pub struct Up {
     pub info: serde_json::Value,
 }
 
+/// The last `count` lines of a text file; nothing where it cannot be read.
+fn last_lines(path: &Path, count: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
 /// The last lines of every log in `dir`, for a failure message.
 pub fn log_tails(dir: &Path) -> String {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -237,9 +244,7 @@ pub fn log_tails(dir: &Path) -> String {
     };
     let mut tails = Vec::new();
     for entry in entries.flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        let tail = last_lines(&entry.path(), 20);
         tails.push(format!("== {}\n{tail}", entry.path().display()));
     }
     tails.sort();
@@ -479,12 +484,9 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
             eprintln!(
                 "the last lines of the tansu broker's log:\n{}",
-                lines[lines.len().saturating_sub(40)..].join("\n")
+                last_lines(&self.dir.path().join("tansu.log"), 40)
             );
         }
         let _ = self.child.kill();
