@@ -197,7 +197,7 @@ impl Dispatcher {
     }
 
     fn results_consumer(&self, settings: &KafkaSettings) -> Result<BaseConsumer> {
-        let consumer: BaseConsumer = setlist_service::kafka::client_config(
+        setlist_service::kafka::client_config(
             settings,
             &Role::AssignedConsumer {
                 client: format!(
@@ -208,17 +208,26 @@ impl Dispatcher {
             },
         )
         .create()
-        .context("cannot create the Kafka results consumer")?;
+        .context("cannot create the Kafka results consumer")
+    }
+
+    /// Starts reading this replica's results partition at its current end,
+    /// asked of the broker first. Assigning `Offset::End` instead would let
+    /// librdkafka look the end up later, in the background: an answer
+    /// produced before that look-up returns would be skipped, while
+    /// `/readyz` already said ready.
+    fn start_reading_results(&self, consumer: &BaseConsumer) -> Result<i64> {
+        let topic = self.topics.results();
+        let partition = self.config.reply_partition as i32;
+        let (_, end) = consumer
+            .fetch_watermarks(&topic, partition, Duration::from_secs(1))
+            .context("cannot look up the end of this replica's results partition")?;
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(
-            &self.topics.results(),
-            self.config.reply_partition as i32,
-            Offset::End,
-        )?;
+        assignment.add_partition_offset(&topic, partition, Offset::Offset(end))?;
         consumer
             .assign(&assignment)
             .context("cannot read this replica's results partition")?;
-        Ok(consumer)
+        Ok(end)
     }
 
     /// Answers one validated request within `deadline_ms`.
@@ -341,15 +350,27 @@ impl Dispatcher {
     /// shard's results to the pipeline, until the process stops.
     fn consume_results(&self, consumer: &BaseConsumer) {
         let mut last_check = Instant::now() - Duration::from_secs(60);
+        let mut failed_starts = 0u32;
         while !self.health.stopping.load(Ordering::Relaxed) {
             self.results_heartbeat.beat(Instant::now());
-            let assigned = consumer
-                .assignment()
-                .map(|a| a.count() > 0)
-                .unwrap_or(false);
-            self.health
-                .results_assigned
-                .store(assigned, Ordering::Relaxed);
+            if !self.health.results_assigned.load(Ordering::Relaxed) {
+                match self.start_reading_results(consumer) {
+                    Ok(offset) => {
+                        tracing::info!(offset, "reading the results partition");
+                        self.health.results_assigned.store(true, Ordering::Relaxed);
+                        self.health.broker_reachable.store(true, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        if failed_starts.is_multiple_of(20) {
+                            tracing::warn!("{error:#}; retrying every 250 ms");
+                        }
+                        failed_starts += 1;
+                        self.health.broker_reachable.store(false, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(250));
+                        continue;
+                    }
+                }
+            }
             let message = match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => message,
                 Some(Err(error)) => {
