@@ -6,7 +6,8 @@
 use crate::health::Health;
 use crate::ledger::Commits;
 use crate::throttle::Throttle;
-use rdkafka::consumer::ConsumerContext;
+use prometheus::IntCounter;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -58,6 +59,8 @@ impl Complaints {
 pub struct NodeContext {
     pub complaints: Arc<Complaints>,
     pub commits: Mutex<Commits>,
+    /// Counts each assignment and revocation.
+    pub rebalances: IntCounter,
 }
 
 impl ClientContext for NodeContext {
@@ -67,6 +70,24 @@ impl ClientContext for NodeContext {
 }
 
 impl ConsumerContext for NodeContext {
+    /// Every change of this node's partitions is logged: a node that holds
+    /// none serves nothing, and the log says when and why that began.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let now = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if !matches!(rebalance, Rebalance::Error(_)) {
+            self.rebalances.inc();
+        }
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(added = partitions.count(), now, "partitions assigned")
+            }
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(removed = partitions.count(), now, "partitions revoked")
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, now, "rebalance failed"),
+        }
+    }
+
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         tracing::debug!(?result, ?offsets, "commit callback");
         let mut commits = self.commits.lock().expect("commits lock");

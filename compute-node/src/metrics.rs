@@ -30,6 +30,10 @@ pub struct Metrics {
     /// node, which processes those frames again).
     pub offset_store_failures: IntCounter,
     pub assigned_partitions: IntGauge,
+    /// Changes of this node's partitions (each assignment and each
+    /// revocation): a few when replicas come and go, growing all the time
+    /// when the group never settles.
+    pub rebalances: IntCounter,
 }
 
 /// `ready` as /readyz would answer at the moment of each scrape.
@@ -145,6 +149,10 @@ impl Metrics {
             assigned_partitions: gauge(
                 "assigned_partitions",
                 "Input partitions assigned to this node.",
+            ),
+            rebalances: counter(
+                "rebalances_total",
+                "Assignments and revocations of this node's input partitions.",
             ),
             registry,
         }

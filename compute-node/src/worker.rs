@@ -177,6 +177,7 @@ impl Worker {
         .create_with_context(NodeContext {
             complaints: complaints.clone(),
             commits: Mutex::new(Commits::default()),
+            rebalances: metrics.rebalances.clone(),
         })
         .context("cannot create the Kafka consumer")?;
         let input_topic = topics.input_of(consumer_kind, stages);

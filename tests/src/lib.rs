@@ -284,6 +284,35 @@ impl Up {
             .unwrap_or_else(|| panic!("no process {name}"))
     }
 
+    /// Every process's counters (its `/metrics` without histograms), for a
+    /// failure message: which hop a lost request stopped at.
+    pub fn counters(&self) -> String {
+        let short = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut report = Vec::new();
+        for process in self.info["processes"].as_array().into_iter().flatten() {
+            let name = process["name"].as_str().unwrap_or("?");
+            let Some(url) = process["url"].as_str() else {
+                continue;
+            };
+            let text = short
+                .get(&format!("{url}/metrics"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .unwrap_or_else(|| "(no answer)".into());
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("setlist_") && !l.contains("_bucket{"))
+                .collect();
+            report.push(format!("== {name}\n{}", lines.join("\n")));
+        }
+        report.join("\n")
+    }
+
     /// The processes `setlist up --json` listed, as they were when it printed.
     pub fn children(&self) -> Vec<ProcessId> {
         self.info["processes"]
@@ -295,6 +324,14 @@ impl Up {
                 ProcessId::of(pid).unwrap_or_else(|| panic!("{} ({pid}) is not running", p["name"]))
             })
             .collect()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the counters of this run's processes:\n{}", self.counters());
+        }
     }
 }
 
