@@ -435,6 +435,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
                 cluster: &cluster,
                 kafka_set: &args.kafka_set,
                 session_timeout_ms: broker.session_timeout_ms(),
+                static_membership: broker.static_membership(false),
             };
             let stage_topics = (0..=stages).map(|k| (topics.stage(k), 4));
             let others = [

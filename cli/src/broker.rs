@@ -65,6 +65,16 @@ impl Broker {
         }
     }
 
+    /// Whether nodes get static group identities (KIP-345, a restarted node
+    /// takes its partitions back without a rebalance): always on the
+    /// embedded broker, on a real cluster only when asked, because a broker
+    /// that mishandles them is worse than none. tansu 0.6 is one: it starts
+    /// a new rebalance after every one that ends, every session timeout, and
+    /// now and then leaves a member with no partitions for good.
+    pub fn static_membership(&self, asked: bool) -> bool {
+        self.is_embedded() || asked
+    }
+
     /// Creates `(topic, partitions)`, keeping topics that already exist.
     pub fn create_topics(&self, topics: &[(String, u32)]) -> Result<()> {
         match &self.embedded {

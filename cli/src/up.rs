@@ -40,6 +40,12 @@ pub struct UpArgs {
     /// A librdkafka setting for every process, KEY=VALUE (repeatable).
     #[arg(long = "kafka-set")]
     kafka_set: Vec<String>,
+    /// With --kafka: give each node its name as a static consumer-group
+    /// identity, so a restarted node takes its partitions back without a
+    /// rebalance. Needs a broker that implements KIP-345 well (Apache Kafka
+    /// 2.3 or later; not tansu 0.6). Always on with the embedded broker.
+    #[arg(long, requires = "kafka")]
+    static_membership: bool,
     /// Serve this trained model (sliced on start) instead of the demo model.
     #[arg(long, conflicts_with = "slices")]
     model: Option<PathBuf>,
@@ -430,6 +436,9 @@ pub struct PipelineFlags<'a> {
     pub kafka_set: &'a [String],
     /// The nodes' consumer-group session timeout (the broker's to choose).
     pub session_timeout_ms: u32,
+    /// Whether each node's name is its static group identity (see
+    /// `Broker::static_membership`).
+    pub static_membership: bool,
 }
 
 impl PipelineFlags<'_> {
@@ -447,15 +456,18 @@ impl PipelineFlags<'_> {
     }
 
     /// A compute node's command line: these flags, its part, its address,
-    /// and `name` as its static group identity, which a restarted node keeps.
+    /// and, with static membership, `name` as its group identity, which a
+    /// restarted node keeps.
     pub fn node_command(&self, bin: &Path, part: Part, listen: &str, name: &str) -> Vec<String> {
         let mut command = self.command(bin);
         command.extend([
             format!("--part={part}"),
             format!("--listen={listen}"),
-            format!("--instance-id={name}"),
             format!("--session-timeout-ms={}", self.session_timeout_ms),
         ]);
+        if self.static_membership {
+            command.push(format!("--instance-id={name}"));
+        }
         command
     }
 }
@@ -570,6 +582,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         cluster: &args.cluster,
         kafka_set: &args.kafka_set,
         session_timeout_ms: broker.session_timeout_ms(),
+        static_membership: broker.static_membership(args.static_membership),
     };
 
     // One background worker counts signals while this thread supervises.

@@ -252,6 +252,65 @@ fn the_pipeline_answers_like_the_whole_model_on_tansu() {
     assert_eq!(tracks(&job["result"]), tracks(&batch[2]));
 }
 
+/// Each node's count of partition assignments and revocations.
+fn rebalances(up: &Up) -> Vec<(String, f64)> {
+    up.info["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] != "dispatcher")
+        .map(|p| {
+            let (_, text) = get_text(&format!("{}/metrics", p["url"].as_str().unwrap()));
+            let count = metric(&text, "setlist_node_rebalances_total", &[]).unwrap_or(f64::NAN);
+            (p["name"].as_str().unwrap().to_string(), count)
+        })
+        .collect()
+}
+
+/// Once every node has its partitions, nothing moves them: a group that
+/// rebalances again and again pauses its node each time, and tansu once
+/// left a node with none for good that way (when nodes had static
+/// identities there). `up_args` choose the broker.
+fn a_settled_pipeline_keeps_its_partitions(up_args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let up = Up::start(&model, up_args);
+    let ids = catalogue_ids(&model);
+    let ask = || {
+        let (status, answer) = post(
+            &format!("{}/v1/recommendations", up.dispatcher()),
+            &json!({"tracks": [ids[0], ids[1]], "k": 5, "deadline_ms": 20000}),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(answer["fallback"], false, "the pipeline answered: {answer}");
+    };
+    ask();
+    let before = rebalances(&up);
+    assert!(
+        before.iter().all(|(_, count)| *count >= 1.0),
+        "every node was assigned its partitions: {before:?}"
+    );
+    // Two of tansu's 6 s session timeouts, four of the embedded broker's.
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(
+        rebalances(&up),
+        before,
+        "partitions moved in a settled group"
+    );
+    ask();
+}
+
+#[test]
+fn a_settled_pipeline_keeps_its_partitions_on_the_embedded_broker() {
+    a_settled_pipeline_keeps_its_partitions(&[]);
+}
+
+#[test]
+fn a_settled_pipeline_keeps_its_partitions_on_tansu() {
+    let tansu = Tansu::start();
+    a_settled_pipeline_keeps_its_partitions(&["--kafka", &tansu.bootstrap]);
+}
+
 #[test]
 fn malformed_frames_go_to_dead_letter_and_the_node_keeps_serving() {
     malformed_frames_go_to_dead_letter(&[]);
