@@ -8,6 +8,7 @@ cd "$repo"
 unset CARGO_TARGET_DIR
 
 scripts/install-libtorch.sh
+scripts/install-rdkafka-sys.sh
 # The second broker for the end-to-end test on tansu (built once, cached).
 SETLIST_TANSU=$(scripts/install-tansu.sh)
 export SETLIST_TANSU
