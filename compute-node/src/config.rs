@@ -13,9 +13,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug, Default, Serialize)]
+// A flag given twice takes its last value: `setlist up --node-arg` and
+// `--dispatcher-arg` override what `up` itself sets.
 #[command(
     name = "setlist-node",
     version,
+    args_override_self = true,
     about = "One stage or output shard of a Setlist pipeline"
 )]
 pub struct Args {
@@ -304,6 +307,23 @@ mod tests {
         );
         assert_eq!(config.max_deadline_ms, 65_000);
         assert_eq!(config.shutdown_step(), Duration::from_millis(2_500));
+    }
+
+    /// `setlist up --node-arg` comes after what `up` sets, and wins.
+    #[test]
+    fn a_flag_given_twice_takes_the_last_value_and_repeatable_ones_add_up() {
+        let config = parse(&[
+            "--slices=/s",
+            "--kafka=k",
+            "--part=stage-0",
+            "--session-timeout-ms=3000",
+            "--kafka-set=linger.ms=1",
+            "--session-timeout-ms=9000",
+            "--kafka-set=acks=1",
+        ])
+        .unwrap();
+        assert_eq!(config.session_timeout_ms, 9000);
+        assert_eq!(config.kafka_set, ["linger.ms=1", "acks=1"]);
     }
 
     #[test]

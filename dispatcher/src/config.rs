@@ -12,9 +12,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug, Default, Serialize)]
+// A flag given twice takes its last value: `setlist up --node-arg` and
+// `--dispatcher-arg` override what `up` itself sets.
 #[command(
     name = "setlist-dispatcher",
     version,
+    args_override_self = true,
     about = "Setlist's recommendation API"
 )]
 pub struct Args {
@@ -301,6 +304,13 @@ impl Config {
                 "between 1 and 4096",
             ));
         }
+        if self.reply_partition > 1_000_000 {
+            return Err(out_of_range(
+                "reply_partition",
+                self.reply_partition,
+                "at most 1000000",
+            ));
+        }
         if !(1..=100_000).contains(&self.max_concurrent_requests) {
             return Err(out_of_range(
                 "max_concurrent_requests",
@@ -385,6 +395,22 @@ mod tests {
         assert_eq!(config.default_deadline_ms, 1_000);
     }
 
+    /// `setlist up --dispatcher-arg` comes after what `up` sets, and wins.
+    #[test]
+    fn a_flag_given_twice_takes_the_last_value_and_repeatable_ones_add_up() {
+        let config = parse(&[
+            "--slices=/s",
+            "--kafka=k",
+            "--max-batch-rows=16",
+            "--kafka-set=linger.ms=1",
+            "--max-batch-rows=1",
+            "--kafka-set=acks=1",
+        ])
+        .unwrap();
+        assert_eq!(config.max_batch_rows, 1);
+        assert_eq!(config.kafka_set, ["linger.ms=1", "acks=1"]);
+    }
+
     #[test]
     fn errors_name_the_setting() {
         let err = parse(&["--kafka=k"]).unwrap_err().to_string();
@@ -410,6 +436,10 @@ mod tests {
             format!(
                 "setting \"submission_queue_bytes\": it is 1000; it must be between 1048576 and {MAX_STORE_BYTES} bytes"
             )
+        );
+        assert_eq!(
+            err(&["--reply-partition=2000000"]),
+            "setting \"reply_partition\": it is 2000000; it must be at most 1000000"
         );
         assert!(
             err(&["--max-concurrent-requests=0"])
