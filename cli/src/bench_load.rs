@@ -4,7 +4,8 @@
 //! mid-request. Latency is counted from when each request was due, not
 //! from when it was sent, so a stalled client cannot hide a stalled server.
 //! Reports what a listener sees (fresh model answers, fallbacks by reason,
-//! errors) and the memory of every Setlist process before and after.
+//! errors), where the answers' time went, hop by hop, and the memory and
+//! CPU of every Setlist process.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -68,6 +69,23 @@ pub struct Sample {
     pub due: Instant,
     pub latency: Duration,
     pub outcome: Outcome,
+    /// A model answer's per-hop timings, as the dispatcher reported them.
+    pub hops: Vec<HopTiming>,
+}
+
+/// One hop of an answer's path (a stage, or an output shard), in ms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HopTiming {
+    pub part: String,
+    pub queue: f64,
+    pub compute: f64,
+    pub transport: f64,
+}
+
+impl HopTiming {
+    fn total(&self) -> f64 {
+        self.queue + self.compute + self.transport
+    }
 }
 
 pub fn run(args: LoadBenchArgs) -> Result<()> {
@@ -92,12 +110,16 @@ pub fn run(args: LoadBenchArgs) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let before = memory_of_setlist_processes();
+    let before = usage_of_setlist_processes();
+    let started = Instant::now();
     let samples = runtime.block_on(offer_load(&args, &ids))?;
+    let at_end = usage_of_setlist_processes();
+    let load_seconds = started.elapsed().as_secs_f64();
     // Let in-flight work and the answer cache's churn settle before reading memory again.
     std::thread::sleep(Duration::from_secs(2));
-    let after = memory_of_setlist_processes();
-    report(&args, &samples, &before, &after);
+    let after = usage_of_setlist_processes();
+    report(&args, &samples);
+    print_usage(&before, &at_end, &after, load_seconds);
     // Clients that hung up must leave no pending request behind.
     let status = dispatcher_status(&args.url)?;
     println!();
@@ -212,20 +234,24 @@ impl Listeners {
                 let body = response.into_body().collect().await?.to_bytes();
                 anyhow::Ok((status, body))
             };
-            let outcome = match hang_up {
+            let (outcome, hops) = match hang_up {
                 Some(after) => match tokio::time::timeout(after, call).await {
                     Ok(result) => classify(result),
-                    Err(_) => Outcome::Aborted,
+                    Err(_) => (Outcome::Aborted, Vec::new()),
                 },
                 None => match tokio::time::timeout(limit, call).await {
                     Ok(result) => classify(result),
-                    Err(_) => Outcome::Error(format!("no answer in {limit:?}")),
+                    Err(_) => (
+                        Outcome::Error(format!("no answer in {limit:?}")),
+                        Vec::new(),
+                    ),
                 },
             };
             Sample {
                 due,
                 latency: due.elapsed(),
                 outcome,
+                hops,
             }
         }
     }
@@ -266,34 +292,129 @@ async fn offer_load(args: &LoadBenchArgs, ids: &[String]) -> Result<Vec<Sample>>
     Ok(samples)
 }
 
-fn classify(result: Result<(hyper::StatusCode, Bytes)>) -> Outcome {
+fn classify(result: Result<(hyper::StatusCode, Bytes)>) -> (Outcome, Vec<HopTiming>) {
     let (status, body) = match result {
         Ok(answer) => answer,
-        Err(error) => return Outcome::Error(format!("transport: {error}")),
+        Err(error) => return (Outcome::Error(format!("transport: {error}")), Vec::new()),
     };
     if status != hyper::StatusCode::OK {
-        return Outcome::Error(format!("HTTP {}", status.as_u16()));
+        return (
+            Outcome::Error(format!("HTTP {}", status.as_u16())),
+            Vec::new(),
+        );
     }
     let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return Outcome::Error("an answer that is not JSON".into());
+        return (
+            Outcome::Error("an answer that is not JSON".into()),
+            Vec::new(),
+        );
     };
     if answer["fallback"] == true {
-        Outcome::Fallback(
-            answer["fallback_reason"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_string(),
-        )
+        let reason = answer["fallback_reason"].as_str().unwrap_or("unknown");
+        (Outcome::Fallback(reason.to_string()), Vec::new())
     } else if answer["cached"] == true {
-        Outcome::Cached
+        (Outcome::Cached, Vec::new())
     } else {
-        Outcome::Model
+        (Outcome::Model, hops(&answer["timings"]["stages"]))
     }
 }
 
-/// Resident memory (KiB) of every Setlist process on this machine, by pid
-/// and what it is (the binary, and a node's part).
-fn memory_of_setlist_processes() -> BTreeMap<(String, u32), u64> {
+fn hops(stages: &serde_json::Value) -> Vec<HopTiming> {
+    let ms = |hop: &serde_json::Value, key: &str| hop[key].as_f64().unwrap_or(f64::NAN);
+    stages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|hop| HopTiming {
+            part: hop["part"].as_str().unwrap_or("?").to_string(),
+            queue: ms(hop, "queue_ms"),
+            compute: ms(hop, "compute_ms"),
+            transport: ms(hop, "transport_ms"),
+        })
+        .collect()
+}
+
+/// Where an answer's time went: the mean of each hop's queue, compute and
+/// transport, over `answers`, and what the hops do not cover (HTTP, the
+/// dispatcher's batching, the results' way back): the latency less the
+/// stages and the slowest shard.
+fn breakdown(answers: &[&Sample]) -> (Vec<(String, [f64; 3])>, f64) {
+    let mut sums: BTreeMap<String, ([f64; 3], usize)> = BTreeMap::new();
+    let mut rest = 0.0;
+    for answer in answers {
+        let stages: f64 = answer
+            .hops
+            .iter()
+            .filter(|h| h.part.starts_with("stage"))
+            .map(HopTiming::total)
+            .sum();
+        let slowest_shard = answer
+            .hops
+            .iter()
+            .filter(|h| h.part.starts_with("shard"))
+            .map(HopTiming::total)
+            .fold(0.0, f64::max);
+        rest += answer.latency.as_secs_f64() * 1000.0 - stages - slowest_shard;
+        for hop in &answer.hops {
+            let (sum, n) = sums.entry(hop.part.clone()).or_default();
+            sum[0] += hop.queue;
+            sum[1] += hop.compute;
+            sum[2] += hop.transport;
+            *n += 1;
+        }
+    }
+    let means = sums
+        .into_iter()
+        .map(|(part, (sum, n))| (part, sum.map(|x| x / n as f64)))
+        .collect();
+    (means, rest / answers.len().max(1) as f64)
+}
+
+fn print_breakdown(samples: &[Sample]) {
+    let mut answers: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.outcome == Outcome::Model)
+        .collect();
+    if answers.is_empty() {
+        return;
+    }
+    answers.sort_by_key(|s| s.latency);
+    let slowest = &answers[answers.len() - answers.len().div_ceil(100)..];
+    let (all, all_rest) = breakdown(&answers);
+    let (tail, tail_rest) = breakdown(slowest);
+    println!();
+    println!(
+        "where the time of fresh answers went, mean ms (queue / compute / transport), all {} and the slowest {}:",
+        answers.len(),
+        slowest.len()
+    );
+    println!();
+    println!("| hop | all answers | slowest 1 % |");
+    println!("|---|---|---|");
+    let tail: BTreeMap<String, [f64; 3]> = tail.into_iter().collect();
+    for (part, [q, c, t]) in &all {
+        let [tq, tc, tt] = tail.get(part).copied().unwrap_or([f64::NAN; 3]);
+        println!("| {part} | {q:.1} / {c:.1} / {t:.1} | {tq:.1} / {tc:.1} / {tt:.1} |");
+    }
+    println!(
+        "| the rest: HTTP, the dispatcher's batching, results back | {all_rest:.1} | {tail_rest:.1} |"
+    );
+}
+
+/// What one process used at a moment: resident memory and CPU time so far.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rss_kib: u64,
+    cpu_seconds: f64,
+}
+
+/// Every Setlist process on this machine (this one, the load generator,
+/// included), by what it is (the binary, and a node's part) and pid.
+fn usage_of_setlist_processes() -> BTreeMap<(String, u32), Usage> {
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     let mut found = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
@@ -308,21 +429,38 @@ fn memory_of_setlist_processes() -> BTreeMap<(String, u32), u64> {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         let binary = argv[0].rsplit('/').next().unwrap_or_default().to_string();
-        if !binary.starts_with("setlist") || pid == std::process::id() {
+        if !binary.starts_with("setlist") {
             continue;
         }
         let part = argv.iter().find_map(|a| a.strip_prefix("--part="));
-        let name = match part {
-            Some(part) => format!("{binary} {part}"),
-            None => binary,
+        let name = match (part, argv.get(1).map(String::as_str)) {
+            (Some(part), _) => format!("{binary} {part}"),
+            (None, Some(command)) if binary == "setlist" => format!("{binary} {command}"),
+            _ => binary,
         };
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let rss = status
+        let rss_kib = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0);
-        found.insert((name, pid), rss);
+        // utime and stime, the 12th and 13th fields after the command name.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|t| t.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let usage = Usage {
+            rss_kib,
+            cpu_seconds: ticks as f64 / ticks_per_second,
+        };
+        found.insert((name, pid), usage);
     }
     found
 }
@@ -334,12 +472,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn report(
-    args: &LoadBenchArgs,
-    samples: &[Sample],
-    before: &BTreeMap<(String, u32), u64>,
-    after: &BTreeMap<(String, u32), u64>,
-) {
+fn report(args: &LoadBenchArgs, samples: &[Sample]) {
     let mut counts: BTreeMap<&Outcome, usize> = BTreeMap::new();
     for s in samples {
         *counts.entry(&s.outcome).or_default() += 1;
@@ -397,13 +530,108 @@ fn report(
             ms.last().copied().unwrap_or(f64::NAN),
         );
     }
+    print_breakdown(samples);
+}
+
+/// Each process's memory before and after the load, and its share of one
+/// core during it (two cores make 200 %).
+fn print_usage(
+    before: &BTreeMap<(String, u32), Usage>,
+    at_end: &BTreeMap<(String, u32), Usage>,
+    after: &BTreeMap<(String, u32), Usage>,
+    load_seconds: f64,
+) {
     println!();
-    println!("| process | pid | RSS before MiB | RSS after MiB |");
-    println!("|---|---|---|---|");
-    for ((name, pid), kib) in before {
-        let now = after
-            .get(&(name.clone(), *pid))
-            .map_or("gone".to_string(), |k| format!("{:.1}", *k as f64 / 1024.0));
-        println!("| {name} | {pid} | {:.1} | {now} |", *kib as f64 / 1024.0);
+    println!("| process | pid | RSS before MiB | RSS after MiB | CPU during the load |");
+    println!("|---|---|---|---|---|");
+    let mut total_cpu = 0.0;
+    for (key @ (name, pid), usage) in before {
+        let rss_after = after.get(key).map_or("gone".to_string(), |u| {
+            format!("{:.1}", u.rss_kib as f64 / 1024.0)
+        });
+        let cpu = at_end.get(key).map_or("gone".to_string(), |u| {
+            let share = (u.cpu_seconds - usage.cpu_seconds) / load_seconds * 100.0;
+            total_cpu += share;
+            format!("{share:.0} %")
+        });
+        println!(
+            "| {name} | {pid} | {:.1} | {rss_after} | {cpu} |",
+            usage.rss_kib as f64 / 1024.0
+        );
+    }
+    println!("| all of them | | | | {total_cpu:.0} % |");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hop(part: &str, queue: f64, compute: f64, transport: f64) -> HopTiming {
+        HopTiming {
+            part: part.into(),
+            queue,
+            compute,
+            transport,
+        }
+    }
+
+    fn answer(latency_ms: u64, hops: Vec<HopTiming>) -> Sample {
+        Sample {
+            due: Instant::now(),
+            latency: Duration::from_millis(latency_ms),
+            outcome: Outcome::Model,
+            hops,
+        }
+    }
+
+    #[test]
+    fn the_breakdown_averages_each_hop_and_leaves_the_rest_to_the_slowest_shard() {
+        let samples = [
+            answer(
+                20,
+                vec![
+                    hop("stage-0", 1.0, 2.0, 3.0),
+                    hop("shard-0", 1.0, 1.0, 1.0),
+                    hop("shard-1", 2.0, 2.0, 2.0),
+                ],
+            ),
+            answer(
+                30,
+                vec![
+                    hop("stage-0", 3.0, 2.0, 1.0),
+                    hop("shard-0", 1.0, 1.0, 1.0),
+                    hop("shard-1", 0.0, 0.0, 0.0),
+                ],
+            ),
+        ];
+        let (means, rest) = breakdown(&samples.iter().collect::<Vec<_>>());
+        assert_eq!(
+            means,
+            vec![
+                ("shard-0".to_string(), [1.0, 1.0, 1.0]),
+                ("shard-1".to_string(), [1.0, 1.0, 1.0]),
+                ("stage-0".to_string(), [2.0, 2.0, 2.0]),
+            ]
+        );
+        // (20 - 6 - 6) and (30 - 6 - 3): the shards run side by side.
+        assert_eq!(rest, (8.0 + 21.0) / 2.0);
+    }
+
+    #[test]
+    fn only_a_model_answer_carries_hops() {
+        let body = serde_json::json!({
+            "fallback": false, "cached": false,
+            "timings": {"stages": [{"part": "stage-0", "queue_ms": 0.5, "compute_ms": 1.5, "transport_ms": 2.0}]}
+        });
+        let ok = |b: &serde_json::Value| Ok((hyper::StatusCode::OK, Bytes::from(b.to_string())));
+        assert_eq!(
+            classify(ok(&body)),
+            (Outcome::Model, vec![hop("stage-0", 0.5, 1.5, 2.0)])
+        );
+        let fallback = serde_json::json!({"fallback": true, "fallback_reason": "deadline"});
+        assert_eq!(
+            classify(ok(&fallback)),
+            (Outcome::Fallback("deadline".into()), vec![])
+        );
     }
 }

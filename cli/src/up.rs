@@ -59,11 +59,12 @@ pub struct UpArgs {
     /// Compute nodes per stage and per shard.
     #[arg(long, default_value_t = 1)]
     replicas: u32,
-    /// Partitions of each stage topic (at least the replicas). 16, not
-    /// fewer: the embedded broker scans a partition's stored messages on
-    /// every fetch, so spreading them over more partitions is what lets it
-    /// keep up at 200 requests/s (measured in docs/benchmarks.md); more than
-    /// 16 costs latency at low rates.
+    /// Partitions of each stage topic (at least the replicas): room for 16
+    /// replicas per part. At 200 requests/s on the embedded broker 16 gave
+    /// p99 21–55 ms and 4 gave 32 ms (docs/benchmarks.md: the machine's
+    /// spread is wider than the difference); each partition holds up to
+    /// 5 MiB there, so more cost memory, and more than 16 cost latency at
+    /// low rates.
     #[arg(long, default_value_t = 16)]
     partitions: u32,
     #[arg(long, default_value = "127.0.0.1:8080")]
