@@ -113,13 +113,17 @@ impl Client {
 
     /// Publishes one frame holding `histories`; returns their request ids.
     fn send(&mut self, histories: &[&[u32]]) -> Result<Vec<u128>> {
+        // Long enough never to expire in a measurement, and within what a
+        // node accepts (it dead-letters a frame whose deadline is further
+        // ahead than its --max-deadline-ms, 65 s by default).
+        let deadline_unix_ms = now_unix_us() / 1000 + 60_000;
         let rows: Vec<RowMeta> = histories
             .iter()
             .map(|h| {
                 self.next_id += 1;
                 RowMeta {
                     request_id: self.next_id,
-                    deadline_unix_ms: u64::MAX,
+                    deadline_unix_ms,
                     k: 20,
                     exclude: h.to_vec(),
                 }

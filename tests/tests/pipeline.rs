@@ -633,3 +633,30 @@ fn a_killed_node_costs_fallbacks_not_hangs(up_args: &[&str], victim: &str) {
         );
     }
 }
+
+/// `setlist bench pipeline` drives real nodes with frames they accept (its
+/// frames once claimed no deadline and every node dead-lettered them, so the
+/// benchmark stopped with "no answer from the pipeline"): each setup gets a
+/// row with its measurements.
+#[test]
+fn the_pipeline_benchmark_measures_every_setup() {
+    let out = setlist_ok(&[
+        "bench",
+        "pipeline",
+        "--songs=500",
+        "--dim=16",
+        "--lstm-layers=1",
+        "--max-stages=1",
+        "--requests=5",
+        "--seconds=1",
+        "--in-flight=64",
+    ]);
+    for setup in ["whole model, one process", "no batching", "micro-batching"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with('|') && l.contains(setup))
+            .unwrap_or_else(|| panic!("no row for {setup}:\n{out}"));
+        let throughput: f64 = row.split('|').nth(6).unwrap().trim().parse().unwrap();
+        assert!(throughput > 0.0, "{row}");
+    }
+}
