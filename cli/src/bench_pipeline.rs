@@ -385,12 +385,13 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
     println!();
     println!("machine: {}", crate::bench::machine());
     println!(
-        "model {}: {} songs, {} dims, {} LSTM layers; histories of {} tracks, top-20; broker: {broker_name}; client settings: Setlist's defaults (fetch.wait.max.ms=1){}; {} node{} per stage and per shard, 1 libtorch thread each; {} requests in flight at saturation",
+        "model {}: {} songs, {} dims, {} LSTM layers; histories of {} tracks, top-20; broker: {broker_name}; client settings: Setlist's defaults (fetch.wait.max.ms={}){}; {} node{} per stage and per shard, 1 libtorch thread each; {} requests in flight at saturation",
         model.manifest.model_version,
         c.catalogue_size,
         c.hidden_dim,
         c.lstm_layers,
         args.history,
+        setlist_core::kafka::FETCH_WAIT_MAX_MS,
         if client_settings.is_empty() {
             String::new()
         } else {

@@ -41,11 +41,17 @@ pub enum Role {
 /// one does) lets a dead member's partitions move sooner.
 pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 6_000;
 
+/// How long a fetch that finds no data waits for some (see [`defaults`]).
+pub const FETCH_WAIT_MAX_MS: u32 = 100;
+
 /// Defaults chosen for latency, not throughput (librdkafka's own defaults
 /// batch for 5 ms on produce and wait up to 500 ms on fetch):
 /// - `linger.ms` 0: a frame leaves as soon as it is produced;
-/// - `fetch.wait.max.ms` 1: a real broker answers a fetch as soon as data
-///   arrives anyway; librdkafka's mock broker only answers when this expires;
+/// - `fetch.wait.max.ms` 100 with `fetch.min.bytes` 1: a broker answers a
+///   fetch as soon as data arrives, so this bounds only how long an idle
+///   fetch waits; a tiny value would make every consumer poll, at a cost in
+///   CPU that competes with the work (the embedded broker answers early too,
+///   with `scripts/patches/rdkafka-mock-wake-waiting-fetches.patch`);
 /// - `socket.nagle.disable`: no 40 ms delayed-ACK stalls on small frames;
 /// - `session.timeout.ms` 6000 (the role's) / `heartbeat.interval.ms` a
 ///   third of it, at most 1000: a dead node's partitions move to a live
@@ -77,7 +83,7 @@ pub fn defaults(role: &Role) -> Vec<(&'static str, String)> {
             settings.extend(instance.iter().map(|i| ("group.instance.id", i.clone())));
             settings.extend([
                 ("group.id", group.clone()),
-                ("fetch.wait.max.ms", "1".to_string()),
+                ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string()),
                 ("fetch.min.bytes", "1".to_string()),
                 ("session.timeout.ms", session_timeout_ms.to_string()),
                 (
@@ -99,7 +105,7 @@ pub fn defaults(role: &Role) -> Vec<(&'static str, String)> {
         }
         Role::AssignedConsumer { client } => settings.extend([
             ("group.id", client.clone()),
-            ("fetch.wait.max.ms", "1".to_string()),
+            ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string()),
             ("fetch.min.bytes", "1".to_string()),
             ("enable.auto.commit", "false".to_string()),
             ("auto.offset.reset", "latest".to_string()),
