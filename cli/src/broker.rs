@@ -116,3 +116,68 @@ async fn create_external(settings: &KafkaSettings, names: &[(String, u32)]) -> R
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::time::Instant;
+
+    /// The embedded broker answers a fetch that is waiting for data as soon
+    /// as data arrives, as a Kafka broker does, not when the fetch's
+    /// `fetch.wait.max.ms` expires (librdkafka's mock cluster did, until
+    /// `scripts/patches/rdkafka-mock-wake-waiting-fetches.patch`). With a
+    /// 30 s wait, a broker without the fix holds each message for up to 30 s;
+    /// the test allows 10 s for all of them.
+    #[test]
+    fn a_waiting_fetch_is_answered_when_data_arrives_not_when_it_expires() {
+        let broker = Broker::new(None, &["fetch.wait.max.ms=30000".to_string()]).unwrap();
+        broker.create_topics(&[("wake".to_string(), 2)]).unwrap();
+        let consumer: BaseConsumer = setlist_service::kafka::client_config(
+            broker.settings(),
+            &Role::AssignedConsumer {
+                client: "wake-test".into(),
+            },
+        )
+        .create()
+        .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..2 {
+            assignment
+                .add_partition_offset("wake", partition, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            setlist_service::kafka::client_config(broker.settings(), &Role::Producer)
+                .create()
+                .unwrap();
+
+        let started = Instant::now();
+        let mut received = Vec::new();
+        for round in 0..5u8 {
+            // Let the consumer's fetch reach the broker and wait there.
+            std::thread::sleep(Duration::from_millis(300));
+            let partition = i32::from(round % 2);
+            producer
+                .send(BaseRecord::<(), [u8]>::to("wake").partition(partition).payload(&[round]))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            producer.flush(Duration::from_secs(5)).unwrap();
+            let message = consumer
+                .poll(Duration::from_secs(60))
+                .expect("a message within the poll")
+                .unwrap();
+            received.push(message.payload().unwrap().to_vec());
+        }
+        let took = started.elapsed();
+        assert_eq!(received, (0..5u8).map(|r| vec![r]).collect::<Vec<_>>());
+        assert!(
+            took < Duration::from_secs(10),
+            "five messages took {took:?} to arrive: the broker held waiting fetches for their full 30 s"
+        );
+    }
+}
