@@ -163,7 +163,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(300));
             let partition = i32::from(round % 2);
             producer
-                .send(BaseRecord::<(), [u8]>::to("wake").partition(partition).payload(&[round]))
+                .send(
+                    BaseRecord::<(), [u8]>::to("wake")
+                        .partition(partition)
+                        .payload(&[round]),
+                )
                 .map_err(|(e, _)| e)
                 .unwrap();
             producer.flush(Duration::from_secs(5)).unwrap();
