@@ -8,7 +8,9 @@
 //! are thin shells around these pure parts. The model's arithmetic lives in
 //! `setlist-model`, which only compute nodes and the CLI link.
 
+pub mod api;
 pub mod artifact;
+pub mod breaker;
 pub mod catalogue;
 pub mod dataset;
 pub mod kafka;

@@ -11,7 +11,7 @@
 //! first simply ends (`deadline`): that is not the pipeline failing.
 
 use crate::api::FallbackReason;
-use crate::breaker::Verdict;
+use setlist_core::breaker::Verdict;
 use std::time::{Duration, Instant};
 
 /// The first attempt and at most one retry, as the design promises.

@@ -3,7 +3,7 @@
 //! limit and load shedding, as `tower` layers that answer a JSON 503 with
 //! `Retry-After`), plus the health endpoints every Setlist process shares.
 
-use crate::api::{self, ErrorBody, RecommendationRequest};
+use setlist_core::api::{self, ErrorBody, RecommendationRequest};
 use crate::jobs::{Found, Job};
 use crate::metrics::Metrics;
 use crate::service::Dispatcher;

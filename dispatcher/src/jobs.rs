@@ -8,7 +8,7 @@
 //! the finished store then), in a store bounded by bytes that evicts the
 //! coldest first and counts what it evicts.
 
-use crate::api::RecommendationResponse;
+use setlist_core::api::RecommendationResponse;
 use crate::bytes::{ByteBudget, Held};
 use crate::cache::count_evictions;
 use crate::lock;
@@ -199,7 +199,7 @@ impl Drop for RunningJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Timings;
+    use setlist_core::api::Timings;
     use prometheus::Opts;
 
     fn evictions() -> IntCounterVec {

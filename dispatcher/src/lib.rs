@@ -9,7 +9,6 @@
 //! serves it all.
 
 pub mod api;
-pub mod breaker;
 pub mod bytes;
 pub mod cache;
 pub mod config;

@@ -12,7 +12,7 @@
 //! a probe whose client left frees the half-open slot at once.
 
 use crate::api::FallbackReason;
-use crate::breaker::{Breaker, Decision, State as BreakerState, Ticket, Verdict};
+use setlist_core::breaker::{Breaker, Decision, State as BreakerState, Ticket, Verdict};
 use crate::flight::{Event, Flight, MAX_ATTEMPTS, Next, RetryReason};
 use crate::latency::LatencyFloor;
 use crate::lock;

@@ -6,10 +6,9 @@
 //! hands each shard's top-k to the pipeline. Both background loops are
 //! supervised, and readiness says when one has stopped turning.
 
-use crate::api::{
-    self, FallbackReason, RecommendationRequest, RecommendationResponse, StageTiming, Timings,
-};
-use crate::breaker::State as BreakerState;
+use crate::api::{self, FallbackReason};
+use setlist_core::api::{RecommendationRequest, RecommendationResponse, StageTiming, Timings};
+use setlist_core::breaker::State as BreakerState;
 use crate::cache::{AnswerCache, AnswerKey};
 use crate::config::Config;
 use crate::jobs::Jobs;

@@ -1,6 +1,7 @@
-//! The circuit breaker: when the pipeline keeps failing, stop waiting on it
-//! (answer from the fallback at once) until a probe request succeeds.
-//! A pure state machine; the caller supplies the time.
+//! The circuit breaker: when what a service calls keeps failing (the
+//! pipeline, for the dispatcher; the dispatcher, for the search API), stop
+//! waiting on it (answer from the fallback at once) until a probe request
+//! succeeds. A pure state machine; the caller supplies the time.
 //!
 //! Only evidence about the pipeline moves it: a [`Verdict::Failure`] is an
 //! attempt the pipeline did not answer within its own expected time, or a
