@@ -446,6 +446,15 @@ pub struct Tansu {
 }
 
 impl Tansu {
+    /// `setlist up`'s flags for this broker. tansu 0.6 ends each fetch with
+    /// a sleep for the rest of the fetch's `fetch.wait.max.ms` even when it
+    /// found data (the loop in tansu-storage's `service/fetch.rs`), so
+    /// Setlist's default of 100 ms, right for a Kafka broker, would add
+    /// 100 ms to every hop: on tansu the clients poll every millisecond.
+    pub fn up_args(&self) -> [&str; 3] {
+        ["--kafka", &self.bootstrap, "--kafka-set=fetch.wait.max.ms=1"]
+    }
+
     pub fn start() -> Tansu {
         let dir = tempfile::tempdir().unwrap();
         let port = setlist_core::ports::free_loopback_ports(1).expect("a free port on loopback");

@@ -71,7 +71,8 @@ impl Served {
         let dir = tempfile::tempdir().unwrap();
         let model = small_model(dir.path());
         let tansu = Tansu::start();
-        let args: Vec<&str> = ["--kafka", tansu.bootstrap.as_str()]
+        let args: Vec<&str> = tansu
+            .up_args()
             .into_iter()
             .chain(up_args.iter().copied())
             .collect();

@@ -233,7 +233,7 @@ fn the_pipeline_answers_like_the_whole_model_on_tansu() {
     let dir = tempfile::tempdir().unwrap();
     let model = small_model(dir.path());
     let tansu = Tansu::start();
-    let up = Up::start(&model, &["--kafka", &tansu.bootstrap]);
+    let up = Up::start(&model, &tansu.up_args());
     assert_eq!(up.info["kafka"], tansu.bootstrap.as_str());
     let ids = catalogue_ids(&model);
     let playlists = playlists(&ids, 8);
@@ -308,7 +308,7 @@ fn a_settled_pipeline_keeps_its_partitions_on_the_embedded_broker() {
 #[test]
 fn a_settled_pipeline_keeps_its_partitions_on_tansu() {
     let tansu = Tansu::start();
-    a_settled_pipeline_keeps_its_partitions(&["--kafka", &tansu.bootstrap]);
+    a_settled_pipeline_keeps_its_partitions(&tansu.up_args());
 }
 
 #[test]
@@ -319,7 +319,7 @@ fn malformed_frames_go_to_dead_letter_and_the_node_keeps_serving() {
 #[test]
 fn malformed_frames_go_to_dead_letter_on_tansu() {
     let tansu = Tansu::start();
-    malformed_frames_go_to_dead_letter(&["--kafka", &tansu.bootstrap]);
+    malformed_frames_go_to_dead_letter(&tansu.up_args());
 }
 
 /// Every way a frame can be wrong, on stage 0's topic and on the output
@@ -552,7 +552,7 @@ fn a_killed_replica_costs_fallbacks_not_hangs_and_answers_resume() {
 #[test]
 fn a_killed_node_costs_fallbacks_not_hangs_and_answers_resume_on_tansu() {
     let tansu = Tansu::start();
-    a_killed_node_costs_fallbacks_not_hangs(&["--kafka", &tansu.bootstrap], "stage-1-0");
+    a_killed_node_costs_fallbacks_not_hangs(&tansu.up_args(), "stage-1-0");
 }
 
 /// `up_args` choose the broker and the replicas; `victim` is the process
