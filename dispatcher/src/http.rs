@@ -3,81 +3,27 @@
 //! limit and load shedding, as `tower` layers that answer a JSON 503 with
 //! `Retry-After`), plus the health endpoints every Setlist process shares.
 
-use setlist_core::api::{self, ErrorBody, RecommendationRequest};
 use crate::jobs::{Found, Job};
-use crate::metrics::Metrics;
 use crate::service::Dispatcher;
 use axum::body::{Body, Bytes};
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Json, Router};
+use axum::{Json, Router};
 use serde::Deserialize;
+use setlist_core::api::{self, RecommendationRequest};
 use setlist_core::query::{Limits, QueryError};
+use setlist_service::http::{error, guarded, read_within, unavailable};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 const MAX_WAIT_SECONDS: u64 = 30;
-/// What a client refused for load should wait before trying again.
-const RETRY_AFTER_SECONDS: u64 = 1;
 
 #[derive(Clone)]
 struct App {
     dispatcher: Arc<Dispatcher>,
     limits: Limits,
-}
-
-fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(ErrorBody { error: message })).into_response()
-}
-
-/// A 503 that says when to come back.
-fn unavailable(metrics: &Metrics, reason: &str, message: String) -> Response {
-    metrics.shed_requests.with_label_values(&[reason]).inc();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
-        Json(ErrorBody { error: message }),
-    )
-        .into_response()
-}
-
-/// How much of a body over the limit is read and thrown away before the 413
-/// goes out, and for how long: a client still sending when the connection
-/// closes sees a broken pipe instead of the answer that says why.
-const DISCARD_BYTES: usize = 16 * 1024 * 1024;
-const DISCARD_TIME: Duration = Duration::from_secs(2);
-
-/// The body, if it is at most `limit` bytes. A larger one is not kept: the
-/// rest of it is read and dropped (within the bounds above) so the client
-/// can read the refusal.
-async fn read_within(body: Body, limit: usize) -> Option<axum::body::Bytes> {
-    use futures::StreamExt;
-    let mut chunks = body.into_data_stream();
-    let mut kept = Vec::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.ok()?;
-        if kept.len() + chunk.len() > limit {
-            let mut seen = kept.len() + chunk.len();
-            drop(kept);
-            let _ = tokio::time::timeout(DISCARD_TIME, async {
-                while let Some(Ok(chunk)) = chunks.next().await {
-                    seen += chunk.len();
-                    if seen > DISCARD_BYTES {
-                        break;
-                    }
-                }
-            })
-            .await;
-            return None;
-        }
-        kept.extend_from_slice(&chunk);
-    }
-    Some(kept.into())
 }
 
 impl App {
@@ -128,7 +74,7 @@ async fn create_job(State(app): State<App>, body: Body) -> Response {
     let dispatcher = &app.dispatcher;
     let Ok(job) = dispatcher.jobs.create(bytes) else {
         return unavailable(
-            &dispatcher.metrics,
+            &dispatcher.metrics.shed_requests,
             "jobs_full",
             format!(
                 "running jobs already hold {} bytes of requests, the most this dispatcher takes; retry in a few seconds",
@@ -198,50 +144,6 @@ async fn status(State(app): State<App>) -> Response {
     Json(app.dispatcher.status()).into_response()
 }
 
-/// Puts `router` behind the request limits: each request gets at most
-/// `timeout`, at most `max_concurrent` are served at once, and the ones
-/// beyond are refused at once (not queued) with a JSON 503 and
-/// `Retry-After`, before they cost memory.
-fn guarded(router: Router, max_concurrent: usize, timeout: Duration, metrics: Metrics) -> Router {
-    let refuse = move |failure: BoxError| {
-        let metrics = metrics.clone();
-        async move {
-            if failure.is::<tower::load_shed::error::Overloaded>() {
-                unavailable(
-                    &metrics,
-                    "overloaded",
-                    format!(
-                        "the dispatcher is serving {max_concurrent} requests already, the most it takes at once; retry in a second"
-                    ),
-                )
-            } else if failure.is::<tower::timeout::error::Elapsed>() {
-                unavailable(
-                    &metrics,
-                    "timeout",
-                    format!(
-                        "the request took longer than {} s and was stopped; retry it",
-                        timeout.as_secs()
-                    ),
-                )
-            } else {
-                tracing::error!(error = %failure, "request failed");
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the request failed: {failure}"),
-                )
-            }
-        }
-    };
-    router.layer(
-        ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(refuse))
-            .load_shed()
-            // One limit for every route: a layer per route would multiply it.
-            .layer(GlobalConcurrencyLimitLayer::new(max_concurrent))
-            .timeout(timeout),
-    )
-}
-
 pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     let limits = Limits::default();
     // Longer than any request may ask for (the deadline, or a job's
@@ -264,9 +166,10 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
     // must still say so.
     guarded(
         api,
+        "the dispatcher",
         dispatcher.config.max_concurrent_requests,
         timeout,
-        dispatcher.metrics.clone(),
+        dispatcher.metrics.shed_requests.clone(),
     )
     .merge(setlist_service::health::routes(
         Arc::new(move || ready.readiness()),
@@ -277,8 +180,10 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
     use axum::body::to_bytes;
     use axum::http::Request;
+    use setlist_core::api::ErrorBody;
     use tokio::sync::{mpsc, oneshot};
     use tower::ServiceExt;
 
@@ -322,47 +227,19 @@ mod tests {
         (router, holds)
     }
 
-    /// A client still sending an oversized body must get to read the 413:
-    /// the body is read to its end (within bounds) but not kept.
-    #[tokio::test]
-    async fn an_oversized_body_is_read_to_its_end_but_not_kept() {
-        let (sender, body) = mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
-        let body = Body::from_stream(tokio_stream_from(body));
-        let feeder = tokio::spawn(async move {
-            for _ in 0..8 {
-                sender
-                    .send(Ok(axum::body::Bytes::from(vec![b'x'; 1000])))
-                    .await
-                    .unwrap();
-            }
-        });
-        assert_eq!(read_within(body, 2500).await, None);
-        // Every chunk was taken, not just those up to the limit (the feeder
-        // would wait on a full channel otherwise).
-        tokio::time::timeout(Duration::from_secs(5), feeder)
-            .await
-            .expect("the whole body was read")
-            .unwrap();
-        let small = Body::from("{\"tracks\": []}");
-        assert_eq!(
-            read_within(small, 2500).await.as_deref(),
-            Some(&b"{\"tracks\": []}"[..])
-        );
-    }
-
-    fn tokio_stream_from<T: Send + 'static>(
-        mut receiver: mpsc::Receiver<T>,
-    ) -> impl futures::Stream<Item = T> + Send + 'static {
-        futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
-    }
-
     /// Issue 7, item 9: load is shed with a clear 503 and Retry-After, not
     /// queued until memory grows.
     #[tokio::test]
     async fn requests_past_the_concurrency_limit_get_a_json_503_with_retry_after() {
         let metrics = Metrics::new();
         let (router, mut holds) = holding();
-        let router = guarded(router, 1, Duration::from_secs(3600), metrics.clone());
+        let router = guarded(
+            router,
+            "the dispatcher",
+            1,
+            Duration::from_secs(3600),
+            metrics.shed_requests.clone(),
+        );
         let held = tokio::spawn({
             let router = router.clone();
             async move { call(&router, "/hold").await }
@@ -397,7 +274,13 @@ mod tests {
     async fn a_request_that_never_ends_is_stopped_with_a_503() {
         let metrics = Metrics::new();
         let (router, _holds) = holding();
-        let router = guarded(router, 10, Duration::from_millis(1), metrics.clone());
+        let router = guarded(
+            router,
+            "the dispatcher",
+            10,
+            Duration::from_millis(1),
+            metrics.shed_requests.clone(),
+        );
         let (status, retry_after, body) = call(&router, "/hold").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry_after.as_deref(), Some("1"));

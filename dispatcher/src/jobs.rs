@@ -8,7 +8,6 @@
 //! the finished store then), in a store bounded by bytes that evicts the
 //! coldest first and counts what it evicts.
 
-use setlist_core::api::RecommendationResponse;
 use crate::bytes::{ByteBudget, Held};
 use crate::cache::count_evictions;
 use crate::lock;
@@ -16,6 +15,7 @@ use axum::body::Bytes;
 use prometheus::IntCounterVec;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
+use setlist_core::api::RecommendationResponse;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -199,8 +199,8 @@ impl Drop for RunningJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use setlist_core::api::Timings;
     use prometheus::Opts;
+    use setlist_core::api::Timings;
 
     fn evictions() -> IntCounterVec {
         IntCounterVec::new(Opts::new("evictions", "Evictions."), &["store", "cause"]).unwrap()

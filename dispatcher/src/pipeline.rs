@@ -12,7 +12,6 @@
 //! a probe whose client left frees the half-open slot at once.
 
 use crate::api::FallbackReason;
-use setlist_core::breaker::{Breaker, Decision, State as BreakerState, Ticket, Verdict};
 use crate::flight::{Event, Flight, MAX_ATTEMPTS, Next, RetryReason};
 use crate::latency::LatencyFloor;
 use crate::lock;
@@ -21,6 +20,7 @@ use crate::queue::{QueueFull, Submission};
 use crate::requests::{Answer, Offer, RequestTable};
 use crate::retry::RetryBudget;
 use rand::RngExt;
+use setlist_core::breaker::{Breaker, Decision, State as BreakerState, Ticket, Verdict};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::wire::{Hop, RowMeta, Scored};
 use std::sync::Mutex;

@@ -7,8 +7,6 @@
 //! supervised, and readiness says when one has stopped turning.
 
 use crate::api::{self, FallbackReason};
-use setlist_core::api::{RecommendationRequest, RecommendationResponse, StageTiming, Timings};
-use setlist_core::breaker::State as BreakerState;
 use crate::cache::{AnswerCache, AnswerKey};
 use crate::config::Config;
 use crate::jobs::Jobs;
@@ -25,6 +23,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use setlist_core::api::{RecommendationRequest, RecommendationResponse, StageTiming, Timings};
+use setlist_core::breaker::State as BreakerState;
 use setlist_core::catalogue::Catalogue;
 use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::query;

@@ -5,5 +5,6 @@
 
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod shutdown;
