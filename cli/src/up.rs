@@ -105,7 +105,7 @@ pub fn cache_dir() -> PathBuf {
 /// cached; the same on every machine.
 pub fn demo_model(progress: &dyn Progress) -> Result<PathBuf> {
     // Bumped whenever the demo's training changes, so no stale model is served.
-    const DEMO_VERSION: &str = "v3";
+    const DEMO_VERSION: &str = "v4";
     let demos = cache_dir().join("demo");
     let dir = demos.join(DEMO_VERSION);
     let model = dir.join("model");

@@ -127,5 +127,4 @@ mod tests {
             "the body is 4 bytes, over the limit of 3"
         );
     }
-
 }

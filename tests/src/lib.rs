@@ -452,7 +452,11 @@ impl Tansu {
     /// Setlist's default of 100 ms, right for a Kafka broker, would add
     /// 100 ms to every hop: on tansu the clients poll every millisecond.
     pub fn up_args(&self) -> [&str; 3] {
-        ["--kafka", &self.bootstrap, "--kafka-set=fetch.wait.max.ms=1"]
+        [
+            "--kafka",
+            &self.bootstrap,
+            "--kafka-set=fetch.wait.max.ms=1",
+        ]
     }
 
     pub fn start() -> Tansu {

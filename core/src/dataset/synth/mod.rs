@@ -8,11 +8,23 @@
 //! one genre and drifts to neighbouring genres as it goes; it often plays a
 //! few tracks of one album in album order, or a run of one artist.
 //!
+//! Names read like a real catalogue's, so people can search it: genres are
+//! real ones ("Jazz", "Drum & Bass"; numbered, "Jazz II", beyond the 24 that
+//! exist), and artists, albums, songs and playlists are named from patterns
+//! and word lists flavoured by genre (`synth/names.rs`). Artist names are unique
+//! in the catalogue, and album names and song titles unique per artist, all
+//! ignoring case, so "Artist - Title" names one song; a name that keeps
+//! clashing gets a number ("Neon Rain (Part II)").
+//!
 //! Generation is bit-for-bit reproducible for a seed on every platform: one
 //! ChaCha8 stream, integer ranges of fixed width, and only the float
 //! operations IEEE 754 defines exactly (no `exp`, `ln` or `powf`).
 
+// The word lists are long; the generator reads better without them.
+mod names;
+
 use super::{Dataset, DatasetBuilder, MAX_PLAYLIST_TRACKS, MAX_TRACKS};
+use names::{COMMON, GENRES, Words};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -81,7 +93,9 @@ pub fn generate(config: &SynthConfig) -> Dataset {
     let lengths = Lengths::new(config, catalogue.tracks.len());
     for i in 0..config.playlists {
         let (genre, tracks) = catalogue.playlist(&lengths, &mut rng);
-        let name = format!("{} {}", catalogue.genres[genre].name, word(&mut rng, 2..3));
+        let name = catalogue.genres[genre]
+            .style
+            .make(&mut rng, |w| w.playlists);
         builder.playlist(format!("synth:playlist:{i:06}"), Some(name), tracks);
     }
     builder.finish()
@@ -107,7 +121,7 @@ struct Artist {
 }
 
 struct Genre {
-    name: String,
+    style: Style,
     tracks: Weighted,
     albums: Weighted,
     artists: Weighted,
@@ -170,18 +184,46 @@ impl Catalogue {
         // order, so an album's tracks have consecutive indices.
         owners.sort_unstable();
 
-        let mut names = HashSet::new();
-        let artist_names: Vec<String> = (0..artist_count)
-            .map(|_| unique(&mut names, rng, artist_name))
+        let styles: Vec<Style> = (0..genre_count)
+            .map(|g| Style::new(g, genre_count))
+            .collect();
+        let mut taken = HashSet::new();
+        let artist_names: Vec<String> = artist_genres
+            .iter()
+            .map(|&g| {
+                unique(
+                    &mut taken,
+                    rng,
+                    |rng| styles[g].make(rng, |w| w.artists),
+                    |name, n| format!("{name} {n}"),
+                )
+            })
             .collect();
         let mut tracks = Vec::with_capacity(total);
-        let mut albums = Vec::with_capacity(sizes.len());
+        let mut albums: Vec<Album> = Vec::with_capacity(sizes.len());
         let mut scores = Vec::with_capacity(total);
+        let mut titles = HashSet::new();
+        let mut album_names = HashSet::new();
         for &(artist, album) in &owners {
+            // Names need only be unique per artist, and an artist's albums
+            // come one after another.
+            if albums
+                .last()
+                .is_some_and(|previous| previous.artist != artist)
+            {
+                titles.clear();
+                album_names.clear();
+            }
+            let style = &styles[artist_genres[artist]];
             let start = tracks.len();
             let single = below(rng, sizes[album]);
             for position in 0..sizes[album] {
-                let title = phrase(rng, 3);
+                let title = unique(
+                    &mut titles,
+                    rng,
+                    |rng| style.make(rng, |w| w.titles),
+                    |title, n| format!("{title} (Part {n})"),
+                );
                 tracks.push(SynthTrack {
                     title,
                     album: albums.len(),
@@ -190,7 +232,12 @@ impl Catalogue {
                 let lead = if position == single { 4.0 } else { 1.0 };
                 scores.push(popularity[artist] * lead * (0.5 + rng.random::<f64>()));
             }
-            let name = phrase(rng, 3);
+            let name = unique(
+                &mut album_names,
+                rng,
+                |rng| style.make(rng, |w| w.albums),
+                |name, n| format!("{name}, Vol. {n}"),
+            );
             albums.push(Album {
                 name,
                 artist,
@@ -211,11 +258,11 @@ impl Catalogue {
             .into_iter()
             .enumerate()
             .map(|(a, name)| {
-                let own: Vec<usize> = albums
-                    .iter()
-                    .filter(|al| al.artist == a)
-                    .flat_map(|al| al.tracks.clone())
-                    .collect();
+                // Every artist has an album, and albums are in artist order.
+                let first = albums.partition_point(|al| al.artist < a);
+                let end = albums.partition_point(|al| al.artist <= a);
+                let own: Vec<usize> =
+                    (albums[first].tracks.start..albums[end - 1].tracks.end).collect();
                 let weights = own.iter().map(|&t| weight[t]).collect();
                 Artist {
                     name,
@@ -224,9 +271,10 @@ impl Catalogue {
                 }
             })
             .collect();
-        let mut genre_names = HashSet::new();
-        let genres = (0..genre_count)
-            .map(|g| {
+        let genres = styles
+            .into_iter()
+            .enumerate()
+            .map(|(g, style)| {
                 let own_tracks: Vec<usize> = (0..total).filter(|&t| tracks[t].genre == g).collect();
                 let own_albums: Vec<usize> = (0..albums.len())
                     .filter(|&al| artists[albums[al].artist].genre == g)
@@ -235,7 +283,7 @@ impl Catalogue {
                     .filter(|&a| artists[a].genre == g)
                     .collect();
                 Genre {
-                    name: unique(&mut genre_names, rng, genre_name),
+                    style,
                     tracks: Weighted::new(
                         own_tracks.clone(),
                         own_tracks.iter().map(|&t| weight[t]).collect(),
@@ -396,75 +444,119 @@ fn shuffle(items: &mut [usize], rng: &mut ChaCha8Rng) {
     }
 }
 
-const ONSETS: [&str; 22] = [
-    "b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl",
-    "st", "tr", "sh", "ch",
-];
-const VOWELS: [&str; 9] = ["a", "e", "i", "o", "u", "ai", "ou", "ea", "y"];
-const CODAS: [&str; 8] = ["", "", "", "n", "r", "l", "s", "m"];
-const GENRE_ENDINGS: [&str; 8] = [
-    "wave", "core", "step", "pop", "rock", "soul", "folk", "beat",
-];
+/// A genre's name, and the words its artists, albums, songs and playlists
+/// are named from.
+struct Style {
+    name: String,
+    words: &'static Words,
+}
 
-/// A pronounceable made-up word of `syllables` syllables, capitalised.
-fn word(rng: &mut ChaCha8Rng, syllables: Range<usize>) -> String {
-    let syllables = syllables.start + below(rng, syllables.len());
-    let mut word = String::new();
-    for _ in 0..syllables {
-        word.push_str(ONSETS[below(rng, ONSETS.len())]);
-        word.push_str(VOWELS[below(rng, VOWELS.len())]);
-        word.push_str(CODAS[below(rng, CODAS.len())]);
+impl Style {
+    /// Genre `genre` of `count` on the ring: fewer than [`GENRES`] are spread
+    /// evenly over it, so the ring still closes on plausible neighbours; more
+    /// repeat each genre with a number.
+    fn new(genre: usize, count: usize) -> Style {
+        let base = genre * GENRES.len() / count;
+        let (name, words) = GENRES[base];
+        let variant = genre - (base * count).div_ceil(GENRES.len()) + 1;
+        Style {
+            name: match variant {
+                1 => name.to_owned(),
+                _ => format!("{name} {}", roman(variant)),
+            },
+            words,
+        }
     }
-    let mut chars = word.chars();
-    chars
-        .next()
-        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-        .unwrap_or_default()
-}
 
-/// One to `max_words` words.
-fn phrase(rng: &mut ChaCha8Rng, max_words: usize) -> String {
-    let words = 1 + below(rng, max_words);
-    (0..words)
-        .map(|_| word(rng, 1..4))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+    /// A name from one of the `patterns`.
+    fn make(
+        &self,
+        rng: &mut ChaCha8Rng,
+        patterns: fn(&Words) -> &'static [&'static str],
+    ) -> String {
+        self.fill(pick(rng, patterns(&COMMON), patterns(self.words)), rng)
+    }
 
-fn artist_name(rng: &mut ChaCha8Rng) -> String {
-    match below(rng, 5) {
-        0 => format!("The {}s", word(rng, 2..3)),
-        1 | 2 => format!("{} {}", word(rng, 2..3), word(rng, 2..3)),
-        _ => word(rng, 2..4),
+    /// `pattern` with each `{slot}` filled with a word.
+    fn fill(&self, pattern: &str, rng: &mut ChaCha8Rng) -> String {
+        let mut name = String::with_capacity(2 * pattern.len());
+        let mut rest = pattern;
+        while let Some((text, after)) = rest.split_once('{') {
+            let (slot, after) = after.split_once('}').expect("every { has its }");
+            name.push_str(text);
+            name.push_str(match slot {
+                "genre" => self.name.as_str(),
+                _ => pick(rng, COMMON.list(slot), self.words.list(slot)),
+            });
+            rest = after;
+        }
+        name.push_str(rest);
+        name
     }
 }
 
-fn genre_name(rng: &mut ChaCha8Rng) -> String {
-    format!(
-        "{}{}",
-        word(rng, 2..3),
-        GENRE_ENDINGS[below(rng, GENRE_ENDINGS.len())]
-    )
+/// A common item or one of the genre's own, half the time each where both
+/// lists have some, so a genre's names sound like it.
+fn pick(
+    rng: &mut ChaCha8Rng,
+    common: &'static [&'static str],
+    own: &'static [&'static str],
+) -> &'static str {
+    let list = if own.is_empty() || (!common.is_empty() && rng.random_bool(0.5)) {
+        common
+    } else {
+        own
+    };
+    list[below(rng, list.len())]
 }
 
-/// A name not given before; after a few clashes a number settles it.
+/// A name not in `taken` (which holds names in lower case, as people type
+/// them): up to twenty fresh ones, then the last numbered from II on. An
+/// artist with thousands of songs has used up the small patterns ("Farewell
+/// to {place}"), so it can take a few draws to land on a large one.
 fn unique(
     taken: &mut HashSet<String>,
     rng: &mut ChaCha8Rng,
     make: impl Fn(&mut ChaCha8Rng) -> String,
+    numbered: impl Fn(&str, &str) -> String,
 ) -> String {
-    let mut name = make(rng);
-    for attempt in 2.. {
-        if taken.insert(name.clone()) {
-            break;
+    let mut name = String::new();
+    for _ in 0..20 {
+        name = make(rng);
+        if taken.insert(name.to_lowercase()) {
+            return name;
         }
-        name = if attempt < 10 {
-            make(rng)
-        } else {
-            format!("{} {attempt}", make(rng))
-        };
     }
-    name
+    (2..)
+        .map(|n| numbered(&name, &roman(n)))
+        .find(|candidate| taken.insert(candidate.to_lowercase()))
+        .expect("some number is free")
+}
+
+fn roman(mut n: usize) -> String {
+    const DIGITS: [(usize, &str); 13] = [
+        (1000, "M"),
+        (900, "CM"),
+        (500, "D"),
+        (400, "CD"),
+        (100, "C"),
+        (90, "XC"),
+        (50, "L"),
+        (40, "XL"),
+        (10, "X"),
+        (9, "IX"),
+        (5, "V"),
+        (4, "IV"),
+        (1, "I"),
+    ];
+    let mut numeral = String::new();
+    for (value, digits) in DIGITS {
+        while n >= value {
+            numeral.push_str(digits);
+            n -= value;
+        }
+    }
+    numeral
 }
 
 #[cfg(test)]
@@ -481,7 +573,7 @@ mod tests {
     }
 
     #[test]
-    fn same_seed_same_data_set_other_seed_other_data_set() {
+    fn same_seed_same_data_set_other_seed_other_names() {
         let a = generate(&small());
         assert_eq!(a, generate(&small()));
         assert_eq!(a.fingerprint(), generate(&small()).fingerprint());
@@ -490,11 +582,28 @@ mod tests {
             ..small()
         });
         assert_ne!(a.fingerprint(), b.fingerprint());
-        assert_ne!(a.tracks[0].title, b.tracks[0].title);
+        let songs = |d: &Dataset| -> HashSet<(String, String)> {
+            d.tracks
+                .iter()
+                .map(|t| (t.title.clone(), t.artist.clone()))
+                .collect()
+        };
+        let shared = songs(&a).intersection(&songs(&b)).count();
+        assert!(shared * 100 < a.tracks.len(), "{shared} songs in both");
+        let artists = |d: &Dataset| -> HashSet<String> {
+            d.tracks.iter().map(|t| t.artist.clone()).collect()
+        };
+        let shared = artists(&a).intersection(&artists(&b)).count();
+        assert!(
+            shared * 10 < artists(&a).len(),
+            "{shared} artist names in both"
+        );
     }
 
     /// Pins the output of the default settings, so a change to the generator
-    /// (or to a dependency's random stream) is a deliberate one.
+    /// (or to a dependency's random stream) is a deliberate one: the demo
+    /// model is trained on it, and a new value needs a new `DEMO_VERSION` in
+    /// cli/src/up.rs. The only check that every platform draws the same.
     #[test]
     fn default_settings_give_a_known_data_set() {
         let d = generate(&SynthConfig::default());
@@ -520,8 +629,296 @@ mod tests {
         );
         assert_eq!(
             d.fingerprint(),
-            "5e9896fd8930d7814d3317c6bdca09cafd97d2fb22e5a2f7df9348bba6d075dc"
+            "654c6b7ccbcca5cdee6d4ed9b891f639ee639ce8ccec899b2337983565c3bacc"
         );
+    }
+
+    /// What a name is made of: its words without the punctuation around them
+    /// or a possessive "'s".
+    fn words(name: &str) -> impl Iterator<Item = &str> {
+        name.split_whitespace()
+            .map(|w| {
+                let w = w.trim_matches(|c: char| "(),:?¿!".contains(c));
+                w.strip_suffix("'s").unwrap_or(w)
+            })
+            .filter(|w| !w.is_empty())
+    }
+
+    /// COMMON and every genre's own lists.
+    fn flavours() -> Vec<&'static Words> {
+        let mut flavours: Vec<&'static Words> = vec![&COMMON];
+        for (_, words) in GENRES {
+            if !flavours.iter().any(|&f| std::ptr::eq(f, words)) {
+                flavours.push(words);
+            }
+        }
+        flavours
+    }
+
+    const SLOTS: [&str; 11] = [
+        "adj",
+        "noun",
+        "plural",
+        "form",
+        "verb",
+        "place",
+        "first",
+        "last",
+        "nick",
+        "instrument",
+        "key",
+    ];
+    const PATTERNS: [fn(&Words) -> &'static [&'static str]; 4] =
+        [|w| w.artists, |w| w.albums, |w| w.titles, |w| w.playlists];
+
+    /// Every word the lists and the patterns' text hold, and those of the
+    /// numbers that settle clashes.
+    fn vocabulary() -> HashSet<&'static str> {
+        let mut vocabulary: HashSet<&str> =
+            GENRES.iter().flat_map(|(name, _)| words(name)).collect();
+        vocabulary.extend(["Part", "Vol."]);
+        for flavour in flavours() {
+            for slot in SLOTS {
+                vocabulary.extend(flavour.list(slot).iter().flat_map(|entry| words(entry)));
+            }
+            for patterns in PATTERNS {
+                for pattern in patterns(flavour) {
+                    let mut rest = *pattern;
+                    while let Some((text, after)) = rest.split_once('{') {
+                        vocabulary.extend(words(text));
+                        rest = after.split_once('}').unwrap().1;
+                    }
+                    vocabulary.extend(words(rest));
+                }
+            }
+        }
+        vocabulary
+    }
+
+    fn is_roman(word: &str) -> bool {
+        word.chars().all(|c| "IVXLCDM".contains(c))
+    }
+
+    #[test]
+    fn names_are_made_of_listed_words() {
+        let vocabulary = vocabulary();
+        let default = generate(&SynthConfig::default());
+        let large = generate(&SynthConfig {
+            tracks: 200_000,
+            playlists: 1_000,
+            genres: 30,
+            ..SynthConfig::default()
+        });
+        for d in [&default, &large] {
+            let names = d
+                .tracks
+                .iter()
+                .flat_map(|t| [&t.title, &t.artist, t.album.as_ref().unwrap()])
+                .chain(d.playlists.iter().map(|p| p.name.as_ref().unwrap()));
+            for name in names {
+                assert!(
+                    words(name).all(|w| vocabulary.contains(w) || is_roman(w)),
+                    "{name:?} has a word from no list"
+                );
+            }
+        }
+        let names: Vec<&str> = default
+            .tracks
+            .iter()
+            .flat_map(|t| [t.title.as_str(), t.artist.as_str()])
+            .collect();
+        for (what, found) in [
+            ("accents", names.iter().any(|n| !n.is_ascii())),
+            ("apostrophes", names.iter().any(|n| n.contains('\''))),
+            ("ampersands", names.iter().any(|n| n.contains(" & "))),
+            ("commas", names.iter().any(|n| n.contains(", "))),
+        ] {
+            assert!(found, "no names with {what} to exercise search");
+        }
+    }
+
+    #[test]
+    fn every_pattern_fills() {
+        let classical = Style::new(0, 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for flavour in flavours() {
+            let style = Style {
+                words: flavour,
+                ..Style::new(0, 1)
+            };
+            for patterns in PATTERNS {
+                for pattern in patterns(&COMMON).iter().chain(patterns(flavour)) {
+                    let name = style.fill(pattern, &mut rng);
+                    assert!(!name.contains(['{', '}']), "{pattern} gave {name}");
+                }
+            }
+        }
+        assert_eq!(classical.fill("{genre} Mix", &mut rng), "Classical Mix");
+    }
+
+    #[test]
+    fn word_lists_are_clean() {
+        /// Folds case and the accents the lists use, as search will.
+        fn fold(word: &str) -> String {
+            word.to_lowercase()
+                .chars()
+                .map(|c| match c {
+                    'á' | 'à' | 'â' | 'ä' | 'ã' | 'å' => 'a',
+                    'é' | 'è' | 'ê' | 'ë' => 'e',
+                    'í' | 'ì' | 'î' | 'ï' => 'i',
+                    'ó' | 'ò' | 'ô' | 'ö' | 'õ' | 'ø' => 'o',
+                    'ú' | 'ù' | 'û' | 'ü' => 'u',
+                    'ñ' => 'n',
+                    'ç' => 'c',
+                    c => c,
+                })
+                .collect()
+        }
+        let mut folded: HashMap<String, String> = HashMap::new();
+        for word in vocabulary() {
+            let key = fold(word);
+            assert!(key.is_ascii(), "fold() misses a letter of {word}");
+            // Names are unique ignoring case; no two words may differ in
+            // accents only, or names unique that way would clash in search.
+            let lower = word.to_lowercase();
+            if let Some(other) = folded.insert(key, lower.clone()) {
+                assert_eq!(other, lower, "{word} and {other} differ in accents only");
+            }
+        }
+        for flavour in flavours().into_iter().skip(1) {
+            let lists = SLOTS
+                .iter()
+                .map(|&slot| (slot, COMMON.list(slot), flavour.list(slot)))
+                .chain(PATTERNS.iter().map(|p| ("pattern", p(&COMMON), p(flavour))));
+            for (slot, common, own) in lists {
+                let mut seen = HashSet::new();
+                for entry in common.iter().chain(own) {
+                    assert!(seen.insert(entry), "{entry} twice in the {slot} lists");
+                }
+            }
+            // "{adj} {noun}" would otherwise give "Midnight Midnight".
+            for adjective in COMMON.adjectives.iter().chain(flavour.adjectives) {
+                assert!(
+                    !COMMON.nouns.contains(adjective) && !flavour.nouns.contains(adjective),
+                    "{adjective} is an adjective and a noun"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn genres_have_real_names_and_keep_the_ring() {
+        let names = |count: usize| -> Vec<String> {
+            (0..count).map(|g| Style::new(g, count).name).collect()
+        };
+        let real: Vec<&str> = GENRES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names(24), real);
+        assert_eq!(
+            names(12),
+            real.iter()
+                .step_by(2)
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        );
+        for count in 1..=24 {
+            let names = names(count);
+            assert!(
+                names.iter().all(|n| real.contains(&n.as_str())),
+                "{names:?}"
+            );
+            assert_eq!(names.iter().collect::<HashSet<_>>().len(), count);
+        }
+        let many = names(50);
+        assert_eq!(
+            many[..4],
+            ["Classical", "Classical II", "Classical III", "Film Score"]
+        );
+        assert_eq!(many.iter().collect::<HashSet<_>>().len(), 50);
+
+        let config = SynthConfig {
+            genres: 24,
+            ..small()
+        };
+        let catalogue = Catalogue::new(&config, &mut ChaCha8Rng::seed_from_u64(config.seed));
+        let genres: Vec<&str> = catalogue
+            .genres
+            .iter()
+            .map(|g| g.style.name.as_str())
+            .collect();
+        assert_eq!(genres, real);
+    }
+
+    #[test]
+    fn artists_and_their_songs_and_albums_have_unique_names() {
+        for config in [
+            SynthConfig::default(),
+            SynthConfig {
+                tracks: 200_000,
+                ..SynthConfig::default()
+            },
+        ] {
+            let catalogue = Catalogue::new(&config, &mut ChaCha8Rng::seed_from_u64(config.seed));
+            let lower = |name: &str| name.to_lowercase();
+            let artists: HashSet<String> =
+                catalogue.artists.iter().map(|a| lower(&a.name)).collect();
+            assert_eq!(artists.len(), catalogue.artists.len());
+            let mut songs = HashSet::new();
+            let mut albums = HashSet::new();
+            for album in &catalogue.albums {
+                assert!(
+                    albums.insert((album.artist, lower(&album.name))),
+                    "{}",
+                    album.name
+                );
+                for track in album.tracks.clone() {
+                    let title = &catalogue.tracks[track].title;
+                    assert!(songs.insert((album.artist, lower(title))), "{title}");
+                }
+            }
+        }
+        // The data set carries the same names.
+        let d = generate(&SynthConfig::default());
+        let songs: HashSet<(&str, &str)> = d
+            .tracks
+            .iter()
+            .map(|t| (t.title.as_str(), t.artist.as_str()))
+            .collect();
+        assert_eq!(songs.len(), d.tracks.len());
+    }
+
+    #[test]
+    fn clashing_names_get_numbers() {
+        let mut taken = HashSet::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let names: Vec<String> = (0..4)
+            .map(|_| {
+                unique(
+                    &mut taken,
+                    &mut rng,
+                    |_| "Neon Rain".to_owned(),
+                    |name, n| format!("{name} (Part {n})"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Neon Rain",
+                "Neon Rain (Part II)",
+                "Neon Rain (Part III)",
+                "Neon Rain (Part IV)"
+            ]
+        );
+        assert_eq!(
+            unique(
+                &mut taken,
+                &mut rng,
+                |_| "NEON RAIN".to_owned(),
+                |name, n| format!("{name} (Part {n})")
+            ),
+            "NEON RAIN (Part V)"
+        );
+        assert_eq!(roman(1994), "MCMXCIV");
     }
 
     fn pairs(d: &Dataset) -> impl Iterator<Item = (usize, usize)> + '_ {
