@@ -4,4 +4,12 @@
 //! it is away), listener events to the cluster's `interactions` topic, and
 //! the listener's page (`ui/`, embedded).
 
+pub mod config;
+pub mod events;
+pub mod http;
 pub mod index;
+pub mod metrics;
+pub mod recommend;
+pub mod service;
+pub mod ui;
+pub mod verify;
