@@ -2,7 +2,8 @@
 //! libtorch or a Kafka client for. The activation wire format, topic names
 //! and Kafka client settings, the model's shape and its partition plan,
 //! slice manifests, the song catalogue and query limits, the playlist data
-//! formats, ports, logs and metrics helpers.
+//! formats, the playlist files listeners upload, ports, logs and metrics
+//! helpers.
 //!
 //! Nothing here serves requests or talks to Kubernetes or Kafka: the binaries
 //! are thin shells around these pure parts. The model's arithmetic lives in
@@ -15,6 +16,7 @@ pub mod catalogue;
 pub mod dataset;
 pub mod kafka;
 pub mod plan;
+pub mod playlist_file;
 pub mod ports;
 pub mod progress;
 pub mod query;
