@@ -28,6 +28,9 @@ pub enum BenchCommand {
     /// SIGKILL a node of a running `setlist up` under load, and time how
     /// long until listeners get fresh model answers again.
     Recovery(crate::bench_recovery::RecoveryBenchArgs),
+    /// Search-as-you-type over HTTP on a generated catalogue (1M songs by
+    /// default): latency and throughput, index build time and memory.
+    Search(crate::search::SearchBenchArgs),
     /// (internal) Load one part in a fresh process and report its memory.
     #[command(hide = true)]
     MemoryProbe(MemoryProbeArgs),
@@ -78,6 +81,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
         BenchCommand::Load(args) => crate::bench_load::run(args),
         BenchCommand::Recovery(args) => crate::bench_recovery::run(args),
+        BenchCommand::Search(args) => crate::search::run_bench(args),
         BenchCommand::MemoryProbe(args) => memory_probe(args),
     }
 }
@@ -163,7 +167,11 @@ fn probe(args: &[&str]) -> Result<(u64, u64)> {
     ))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0–1) of samples sorted in ascending order; NaN for none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 

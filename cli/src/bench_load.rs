@@ -7,6 +7,7 @@
 //! errors), where the answers' time went, hop by hop, and the memory and
 //! CPU of every Setlist process.
 
+use crate::bench::percentile;
 use anyhow::{Context, Result};
 use clap::Args;
 use http_body_util::{BodyExt, Full};
@@ -463,13 +464,6 @@ fn usage_of_setlist_processes() -> BTreeMap<(String, u32), Usage> {
         found.insert((name, pid), usage);
     }
     found
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn report(args: &LoadBenchArgs, samples: &[Sample]) {

@@ -75,7 +75,7 @@ pub struct PipelineBenchArgs {
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
-    samples[((samples.len() - 1) as f64 * p).round() as usize]
+    crate::bench::percentile(samples, p)
 }
 
 /// A client that speaks the pipeline's protocol: stage-0 frames out,

@@ -9,6 +9,7 @@ mod broker;
 mod data;
 mod progress;
 mod recommend;
+mod search;
 mod slice;
 mod train;
 mod up;
@@ -30,7 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole system on this machine: embedded Kafka, compute nodes, dispatcher.
+    /// Run the whole system on this machine: embedded Kafka, compute nodes,
+    /// dispatcher, and the listener's page and search API.
     Up(up::UpArgs),
     /// Import real playlist data or generate a synthetic data set.
     #[command(subcommand)]
@@ -45,6 +47,9 @@ enum Command {
     Plan(slice::PlanArgs),
     /// Write one slice file per stage and output shard, and verify them.
     Slice(slice::SliceArgs),
+    /// Build the song index of a slices directory once, for `setlist-search`
+    /// and `setlist up` to reuse.
+    Index(search::IndexArgs),
     /// Measure latency, throughput and memory (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -105,6 +110,7 @@ fn main() -> Result<()> {
         Command::Recommend(args) => recommend::run(args),
         Command::Plan(args) => slice::run_plan(args),
         Command::Slice(args) => slice::run_slice(args),
+        Command::Index(args) => search::run_index(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

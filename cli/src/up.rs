@@ -69,6 +69,9 @@ pub struct UpArgs {
     partitions: u32,
     #[arg(long, default_value = "127.0.0.1:8080")]
     dispatcher_listen: String,
+    /// Where the listener's page and the search API listen.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    search_listen: String,
     /// Nodes listen on consecutive ports from this one.
     #[arg(long, default_value_t = 9100)]
     node_port_base: u16,
@@ -82,6 +85,9 @@ pub struct UpArgs {
     /// Extra flags for the dispatcher.
     #[arg(long = "dispatcher-arg", allow_hyphen_values = true)]
     dispatcher_args: Vec<String>,
+    /// Extra flags for the search API.
+    #[arg(long = "search-arg", allow_hyphen_values = true)]
+    search_args: Vec<String>,
     /// Where logs (and derived slices) go; default ~/.cache/setlist/up.
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -416,6 +422,8 @@ struct Running<'a> {
     model_version: &'a str,
     slices: &'a Path,
     dispatcher: String,
+    /// The listener's page (and the search API under it).
+    page: String,
     processes: Vec<RunningProcess<'a>>,
 }
 
@@ -475,11 +483,12 @@ impl PipelineFlags<'_> {
 
 pub const NODE_BINARY: &str = "setlist-node";
 pub const DISPATCHER_BINARY: &str = "setlist-dispatcher";
+pub const SEARCH_BINARY: &str = "setlist-search";
 /// Every binary `setlist up` starts, each found next to `setlist` itself.
 /// The `setlist` script builds every binary of the workspace; a unit test
 /// checks that each one here is a workspace binary and that the script builds
 /// them all. A new child binary is one more name here.
-pub const CHILD_BINARIES: [&str; 2] = [NODE_BINARY, DISPATCHER_BINARY];
+pub const CHILD_BINARIES: [&str; 3] = [NODE_BINARY, DISPATCHER_BINARY, SEARCH_BINARY];
 
 /// `names`, next to this executable: where `cargo build` puts the
 /// workspace's binaries.
@@ -539,7 +548,7 @@ fn check_frames_fit(manifest: &SliceManifest, node_args: &[String]) -> Result<()
 }
 
 pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
-    let [node_bin, dispatcher_bin] = siblings(CHILD_BINARIES)?;
+    let [node_bin, dispatcher_bin, search_bin] = siblings(CHILD_BINARIES)?;
     let slices = match (&args.slices, &args.model) {
         (Some(s), _) => s.clone(),
         (None, Some(m)) => slices_for(m, args.stages, args.output_shards)?,
@@ -622,6 +631,22 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         dispatcher_url.clone(),
     )?;
 
+    let mut command = pipeline.command(&search_bin);
+    command.extend([
+        format!("--dispatcher={dispatcher_url}"),
+        format!("--listen={}", args.search_listen),
+        // One index per catalogue, built on the first start and reused.
+        format!("--index-dir={}", cache_dir().join("index").display()),
+    ]);
+    command.extend(args.search_args.iter().cloned());
+    let page_url = format!("http://{}/", args.search_listen);
+    children.spawn(
+        "search".into(),
+        command,
+        logs.join("search.log"),
+        format!("http://{}", args.search_listen),
+    )?;
+
     let started = Instant::now();
     wait_until_ready(
         &mut children,
@@ -634,6 +659,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         model_version: &manifest.model_version,
         slices: &slices,
         dispatcher: dispatcher_url.clone(),
+        page: page_url.clone(),
         processes: children
             .processes()
             .iter()
@@ -657,6 +683,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
             stages,
             manifest.plan.output_shards.len()
         )?;
+        writeln!(out, "  listener page    {page_url}")?;
         writeln!(
             out,
             "  recommendations  POST {dispatcher_url}/v1/recommendations"
@@ -674,7 +701,11 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
                 ""
             }
         )?;
-        for p in running.processes.iter().filter(|p| p.name != "dispatcher") {
+        for p in running
+            .processes
+            .iter()
+            .filter(|p| !["dispatcher", "search"].contains(&p.name))
+        {
             writeln!(
                 out,
                 "  {:<16} {}/metrics  log {}",

@@ -4,6 +4,7 @@
 //! these handlers and types, at `/openapi.json`).
 
 use crate::events::ListenerEvent;
+use crate::index::Matched;
 use crate::metrics;
 use crate::recommend::{self, Called};
 use crate::service::Search;
@@ -219,8 +220,6 @@ pub struct StatusResponse {
 )]
 pub struct ApiDoc;
 
-type Answer = Result<Response, Response>;
-
 fn bad_request(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
@@ -264,52 +263,57 @@ async fn search_songs(
     Query(params): Query<SearchParams>,
 ) -> Response {
     let id = request_id(&headers);
-    let answer = (|| -> Answer {
-        let query = params.q.trim();
-        let chars = query.chars().count();
-        if chars < MIN_QUERY_CHARS {
-            return Err(bad_request(format!(
-                "the query \"q\" has {chars} character{}; search needs at least {MIN_QUERY_CHARS}",
-                if chars == 1 { "" } else { "s" }
-            )));
-        }
-        if chars > MAX_QUERY_CHARS {
-            return Err(bad_request(format!(
-                "the query \"q\" has {chars} characters; it may have at most {MAX_QUERY_CHARS}"
-            )));
-        }
-        let limit = params.limit.unwrap_or(10);
-        if !(1..=MAX_SEARCH_LIMIT).contains(&limit) {
-            return Err(bad_request(format!(
-                "\"limit\" is {limit}; it must be between 1 and {MAX_SEARCH_LIMIT}"
-            )));
-        }
-        let hits = search.index.search(&params.q, limit).map_err(|e| {
+    let answer = songs_for(&search, &params, &id);
+    with_id(answer, &id)
+}
+
+fn songs_for(search: &Search, params: &SearchParams, id: &str) -> Response {
+    let query = params.q.trim();
+    let chars = query.chars().count();
+    if chars < MIN_QUERY_CHARS {
+        return bad_request(format!(
+            "the query \"q\" has {chars} character{}; search needs at least {MIN_QUERY_CHARS}",
+            if chars == 1 { "" } else { "s" }
+        ));
+    }
+    if chars > MAX_QUERY_CHARS {
+        return bad_request(format!(
+            "the query \"q\" has {chars} characters; it may have at most {MAX_QUERY_CHARS}"
+        ));
+    }
+    let limit = params.limit.unwrap_or(10);
+    if !(1..=MAX_SEARCH_LIMIT).contains(&limit) {
+        return bad_request(format!(
+            "\"limit\" is {limit}; it must be between 1 and {MAX_SEARCH_LIMIT}"
+        ));
+    }
+    let hits = match search.index.search(&params.q, limit) {
+        Ok(hits) => hits,
+        Err(e) => {
             tracing::error!(request_id = %id, error = %e, "search failed");
-            error(
+            return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the search failed: {e}"),
-            )
-        })?;
-        let songs: Vec<SongView> = hits
-            .iter()
-            .filter_map(|hit| search.catalogue.song(hit.song).map(SongView::from))
-            .collect();
-        search.events.record(
-            &id,
-            ListenerEvent::Search {
-                query: query.to_string(),
-                shown: songs.iter().map(|s| s.id.clone()).collect(),
-            },
-        );
-        Ok(Json(SearchResponse {
+            );
+        }
+    };
+    let songs: Vec<SongView> = hits
+        .iter()
+        .filter_map(|hit| search.catalogue.song(hit.song).map(SongView::from))
+        .collect();
+    search.events.record(
+        id,
+        ListenerEvent::Search {
             query: query.to_string(),
-            typo_tolerant: hits.iter().any(|h| h.typo),
-            songs,
-        })
-        .into_response())
-    })();
-    with_id(answer.unwrap_or_else(|e| e), &id)
+            shown: songs.iter().map(|s| s.id.clone()).collect(),
+        },
+    );
+    Json(SearchResponse {
+        query: query.to_string(),
+        typo_tolerant: hits.iter().any(|h| h.matched == Matched::Typo),
+        songs,
+    })
+    .into_response()
 }
 
 /// One song by its id.

@@ -3,15 +3,19 @@
 //!
 //! - Titles, artists and albums are split into words, lower-cased and folded
 //!   to ASCII ("Beyoncé" is found by "beyonce"), the query the same way.
-//! - Every word of the query must match a word of the title, the artist or
-//!   the album (title counts most, then artist, then album); the last word,
-//!   still being typed, matches as a prefix (an edge n-gram field holds every
-//!   word's prefixes, so a prefix is one posting list, not a term scan).
-//! - Only when that finds fewer songs than asked for does a second pass
-//!   allow small typos: one edit in words of 4–7 letters, two from 8
-//!   ("beatls" finds "Beatles"). Exact matches stay ahead of typo matches.
-//! - Within a pass, songs rank by relevance (BM25, in steps of half a point
-//!   so that near-equal scores count as equal), then by popularity.
+//! - Every word of the query must be a word of the song's title, artist or
+//!   album; the last word, still being typed, may be a prefix of one (an
+//!   edge n-gram field holds every word's prefixes, so a prefix is one
+//!   posting list and a query one intersection of posting lists).
+//! - Relevance comes in three tiers, each filled only if the ones before
+//!   hold fewer songs than asked for: every word whole; the last word a
+//!   prefix; small typos forgiven (one edit in words of 4–7 letters, two
+//!   from 8: "beatls" finds "Beatles"). Within a tier, the most popular song
+//!   first.
+//! - Documents are stored most popular first, so a tier is the first
+//!   matches of one posting-list intersection: a query costs about what its
+//!   answer holds, not what its words match (a 3-letter prefix matches a
+//!   tenth of a million-song catalogue).
 //!
 //! An index is built once per catalogue and reused: [`SongIndex::open_or_build`]
 //! keys its folder by the model version and the catalogue's checksum.
@@ -19,20 +23,23 @@
 use serde::{Deserialize, Serialize};
 use setlist_core::catalogue::Catalogue;
 use std::path::Path;
+use std::sync::Arc;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::index::{IndexSettings, IndexSortByField, Order, SegmentId};
+use tantivy::query::{BooleanQuery, EnableScoring, FuzzyTermQuery, Occur, Query, TermQuery};
 use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
     WhitespaceTokenizer,
 };
 use tantivy::{
-    DocId, Index, IndexReader, ReloadPolicy, Score, SegmentReader, TantivyDocument, Term,
+    DocId, DocSet, Index, IndexReader, ReloadPolicy, Score, SegmentReader, TERMINATED,
+    TantivyDocument, Term,
 };
 
 /// Bumped whenever the schema or the analysis changes: an index built by
 /// another version is rebuilt, never misread.
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 4;
 const FOLDED: &str = "setlist_folded";
 const WORDS: &str = "setlist_words";
 /// Prefixes indexed per word: from 2 letters (a query needs 3 characters,
@@ -41,11 +48,6 @@ const MAX_PREFIX: usize = 16;
 /// Words longer than this are not indexed (no song title has one; a
 /// 10,000-letter "word" would only bloat the index).
 const MAX_WORD_BYTES: usize = 64;
-const TITLE_BOOST: Score = 3.0;
-const ARTIST_BOOST: Score = 2.0;
-const ALBUM_BOOST: Score = 1.0;
-/// A typo match weighs this much of an exact one.
-const FUZZY_WEIGHT: Score = 0.5;
 const MARKER: &str = "setlist-index.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +64,22 @@ pub enum IndexError {
     },
 }
 
-/// One song found: its catalogue index, how well it matched, and whether
-/// only a typo-tolerant match found it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How a song matched a query, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Matched {
+    /// Every word of the query is a word of the song.
+    Words,
+    /// The last word is a prefix of one of the song's.
+    Prefix,
+    /// Only with typos forgiven.
+    Typo,
+}
+
+/// One song found: its catalogue index and how it matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
     pub song: u32,
-    pub score: f32,
-    pub typo: bool,
+    pub matched: Matched,
 }
 
 /// What an index folder holds, so that a folder built for another
@@ -85,9 +96,7 @@ struct Marker {
 struct Fields {
     song: Field,
     popularity: Field,
-    title: Field,
-    artist: Field,
-    album: Field,
+    words: Field,
     prefix: Field,
 }
 
@@ -97,26 +106,34 @@ pub struct SongIndex {
     reader: IndexReader,
     fields: Fields,
     folded: TextAnalyzer,
+    /// Per segment, each document's song (catalogue index): read once, so
+    /// ranking never decodes a fast field per matching document.
+    songs_of: Arc<Vec<(SegmentId, Vec<u32>)>>,
+    /// Each song's popularity (training playlists), by catalogue index.
+    popularity: Arc<Vec<u32>>,
 }
 
 fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
+    // No field norms: a song whose album repeats its title is not a worse
+    // match for its artist's name than one without an album. Relevance is
+    // which words match and how rare they are (BM25's idf).
     let words = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(FOLDED)
-            .set_index_option(IndexRecordOption::WithFreqs),
+            .set_index_option(IndexRecordOption::WithFreqs)
+            .set_fieldnorms(false),
     );
     let prefixes = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(WORDS)
-            .set_index_option(IndexRecordOption::Basic),
+            .set_index_option(IndexRecordOption::Basic)
+            .set_fieldnorms(false),
     );
     let fields = Fields {
         song: builder.add_u64_field("song", FAST),
         popularity: builder.add_u64_field("popularity", FAST),
-        title: builder.add_text_field("title", words.clone()),
-        artist: builder.add_text_field("artist", words.clone()),
-        album: builder.add_text_field("album", words),
+        words: builder.add_text_field("words", words),
         prefix: builder.add_text_field("prefix", prefixes),
     };
     (builder.build(), fields)
@@ -196,7 +213,7 @@ impl SongIndex {
         if let Ok(text) = std::fs::read_to_string(dir.join(MARKER))
             && serde_json::from_str::<Marker>(&text).ok().as_ref() == Some(&marker)
         {
-            return SongIndex::open(&dir);
+            return SongIndex::open(&dir, catalogue);
         }
         std::fs::create_dir_all(root).map_err(io(root))?;
         let building = root.join(format!(".building-{}", std::process::id()));
@@ -212,16 +229,16 @@ impl SongIndex {
         if std::fs::rename(&building, &dir).is_err() {
             let _ = std::fs::remove_dir_all(&building);
         }
-        SongIndex::open(&dir)
+        SongIndex::open(&dir, catalogue)
     }
 
-    fn open(dir: &Path) -> Result<SongIndex, IndexError> {
+    fn open(dir: &Path, catalogue: &Catalogue) -> Result<SongIndex, IndexError> {
         let tantivy = |source| IndexError::Tantivy {
             path: dir.display().to_string(),
             source,
         };
         let index = Index::open_in_dir(dir).map_err(tantivy)?;
-        SongIndex::with_index(index).map_err(tantivy)
+        SongIndex::with_index(index, catalogue).map_err(tantivy)
     }
 
     /// Indexes every song of `catalogue`, in a folder or (`None`) in memory.
@@ -236,9 +253,16 @@ impl SongIndex {
             source,
         };
         let (schema, fields) = schema();
+        let builder = Index::builder().schema(schema).settings(IndexSettings {
+            sort_by_field: Some(IndexSortByField {
+                field: "popularity".into(),
+                order: Order::Desc,
+            }),
+            ..IndexSettings::default()
+        });
         let index = match dir {
-            Some(dir) => Index::create_in_dir(dir, schema).map_err(tantivy)?,
-            None => Index::create_in_ram(schema),
+            Some(dir) => builder.create_in_dir(dir).map_err(tantivy)?,
+            None => builder.create_in_ram().map_err(tantivy)?,
         };
         register_analyzers(&index);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
@@ -247,20 +271,23 @@ impl SongIndex {
             .map_err(tantivy)?;
         let mut analyzer = folded_analyzer();
         let total = catalogue.len();
+        let mut words_text = String::new();
         let mut prefix_text = String::new();
         for (i, song) in catalogue.songs().iter().enumerate() {
+            words_text.clear();
+            for text in [Some(&song.title), Some(&song.artist), song.album.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                words_text.push_str(text);
+                words_text.push(' ');
+            }
+            prefix_text.clear();
+            prefixes(&words(&mut analyzer, &words_text), &mut prefix_text);
             let mut doc = TantivyDocument::default();
             doc.add_u64(fields.song, i as u64);
             doc.add_u64(fields.popularity, u64::from(song.playlists));
-            doc.add_text(fields.title, &song.title);
-            doc.add_text(fields.artist, &song.artist);
-            prefix_text.clear();
-            prefixes(&words(&mut analyzer, &song.title), &mut prefix_text);
-            prefixes(&words(&mut analyzer, &song.artist), &mut prefix_text);
-            if let Some(album) = &song.album {
-                doc.add_text(fields.album, album);
-                prefixes(&words(&mut analyzer, album), &mut prefix_text);
-            }
+            doc.add_text(fields.words, &words_text);
             doc.add_text(fields.prefix, &prefix_text);
             writer.add_document(doc).map_err(tantivy)?;
             if (i + 1) % 100_000 == 0 {
@@ -268,23 +295,47 @@ impl SongIndex {
             }
         }
         writer.commit().map_err(tantivy)?;
+        // One segment: a query walks one set of posting lists, not one per
+        // segment the writer happened to flush.
+        let segments = index.searchable_segment_ids().map_err(tantivy)?;
+        if segments.len() > 1 {
+            writer.merge(&segments).wait().map_err(tantivy)?;
+        }
         writer.wait_merging_threads().map_err(tantivy)?;
         progress(total, total);
-        SongIndex::with_index(index).map_err(tantivy)
+        SongIndex::with_index(index, catalogue).map_err(tantivy)
     }
 
-    fn with_index(index: Index) -> tantivy::Result<SongIndex> {
+    fn with_index(index: Index, catalogue: &Catalogue) -> tantivy::Result<SongIndex> {
         register_analyzers(&index);
         let fields = schema().1;
-        let reader = index
+        let reader: IndexReader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let searcher = reader.searcher();
+        let mut songs_of = Vec::new();
+        for segment in searcher.segment_readers() {
+            let column = segment.fast_fields().u64("song")?.first_or_default_col(0);
+            let songs = (0..segment.max_doc())
+                .map(|doc| column.get_val(doc) as u32)
+                .collect();
+            songs_of.push((segment.segment_id(), songs));
+        }
         Ok(SongIndex {
             reader,
             fields,
             folded: folded_analyzer(),
+            songs_of: Arc::new(songs_of),
+            popularity: Arc::new(catalogue.songs().iter().map(|s| s.playlists).collect()),
         })
+    }
+
+    fn songs_of(&self, segment: SegmentId) -> &[u32] {
+        self.songs_of
+            .iter()
+            .find(|(id, _)| *id == segment)
+            .map_or(&[], |(_, songs)| songs)
     }
 
     /// How many songs the index holds.
@@ -302,66 +353,105 @@ impl SongIndex {
         }
     }
 
-    /// The best `limit` songs for `query`: exact and prefix matches first,
-    /// then, if those are fewer than `limit`, typo matches.
+    /// The best `limit` songs for `query`: those that hold every word, then
+    /// those where the last word is a prefix, then those that match with
+    /// typos forgiven; the most popular first within each.
     pub fn search(&self, query: &str, limit: usize) -> tantivy::Result<Vec<Hit>> {
         let words = self.query_words(query);
         if words.words.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let mut hits = self.run(&self.query(&words, false), limit, false)?;
-        if hits.len() < limit {
-            let typo = self.query(&words, true);
-            for hit in self.run(&typo, limit, true)? {
-                if hits.len() == limit {
-                    break;
-                }
-                if !hits.iter().any(|h| h.song == hit.song) {
-                    hits.push(hit);
+        let whole = QueryWords {
+            last_is_prefix: false,
+            ..words.clone()
+        };
+        let mut tiers = vec![(self.query(&whole, false), Matched::Words)];
+        if words.last_is_prefix {
+            tiers.push((self.query(&words, false), Matched::Prefix));
+        }
+        tiers.push((self.query(&words, true), Matched::Typo));
+        let mut hits: Vec<Hit> = Vec::with_capacity(limit);
+        for (query, matched) in tiers {
+            if hits.len() == limit {
+                break;
+            }
+            // Songs already found match again in later tiers: ask for
+            // enough to fill the rest after dropping them.
+            for song in self.most_popular(&query, limit)? {
+                if hits.len() < limit && !hits.iter().any(|h| h.song == song) {
+                    hits.push(Hit { song, matched });
                 }
             }
         }
         Ok(hits)
     }
 
-    fn run(&self, query: &dyn Query, limit: usize, typo: bool) -> tantivy::Result<Vec<Hit>> {
+    /// The `limit` most popular songs that match `query`: the first
+    /// matching documents, as documents are stored most popular first.
+    fn most_popular(&self, query: &dyn Query, limit: usize) -> tantivy::Result<Vec<u32>> {
         let searcher = self.reader.searcher();
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let mut found = Vec::new();
+        for segment in searcher.segment_readers() {
+            let songs = self.songs_of(segment.segment_id());
+            let mut matches = weight.scorer(segment, 1.0)?;
+            let mut taken = 0;
+            let mut doc = matches.doc();
+            while doc != TERMINATED && taken < limit {
+                if let Some(&song) = songs.get(doc as usize) {
+                    found.push(song);
+                    taken += 1;
+                }
+                doc = matches.advance();
+            }
+        }
+        // An index of one segment (as built) needs no merging; one of
+        // several is merged here by popularity.
+        if searcher.segment_readers().len() > 1 {
+            found.sort_by_key(|&song| std::cmp::Reverse(self.popularity_of(song)));
+            found.truncate(limit);
+        }
+        Ok(found)
+    }
+
+    fn popularity_of(&self, song: u32) -> u32 {
+        self.popularity.get(song as usize).copied().unwrap_or(0)
+    }
+
+    /// Scored search: the best `limit` by BM25 in half-point steps, then
+    /// popularity.
+    fn ranked(&self, query: &dyn Query, limit: usize) -> tantivy::Result<Vec<u32>> {
+        let searcher = self.reader.searcher();
+        let (songs_of, popularity) = (self.songs_of.clone(), self.popularity.clone());
         let ranked = TopDocs::with_limit(limit).tweak_score(move |segment: &SegmentReader| {
-            let popularity = segment
-                .fast_fields()
-                .u64("popularity")
-                .map(|c| c.first_or_default_col(0));
+            let id = segment.segment_id();
+            let (songs_of, popularity) = (songs_of.clone(), popularity.clone());
             move |doc: DocId, score: Score| {
-                let popularity = popularity.as_ref().map_or(0, |c| c.get_val(doc));
+                let songs = songs_of
+                    .iter()
+                    .find(|(segment, _)| *segment == id)
+                    .map_or(&[][..], |(_, songs)| songs);
+                let song = songs.get(doc as usize).copied().unwrap_or(u32::MAX);
+                let popular = popularity.get(song as usize).copied().unwrap_or(0);
                 // Half-point steps: scores that differ by less are a tie,
                 // which popularity breaks.
-                ((score * 2.0).round() as i64, popularity, score)
+                ((score * 2.0).round() as i64, popular)
             }
         });
         let top = searcher.search(query, &ranked)?;
-        let mut hits = Vec::with_capacity(top.len());
-        for ((_, _, score), address) in top {
-            let segment = searcher.segment_reader(address.segment_ord);
-            let song = segment.fast_fields().u64("song")?.first_or_default_col(0);
-            hits.push(Hit {
-                song: song.get_val(address.doc_id) as u32,
-                score,
-                typo,
-            });
-        }
-        Ok(hits)
+        Ok(top
+            .into_iter()
+            .filter_map(|(_, address)| {
+                let segment = searcher.segment_reader(address.segment_ord).segment_id();
+                self.songs_of(segment).get(address.doc_id as usize).copied()
+            })
+            .collect())
     }
 
     /// Every word must match; the last one, if still being typed, as a
     /// prefix. With `typo`, each word of 4 letters or more may also match
     /// with one edit (two from 8 letters), at [`FUZZY_WEIGHT`].
     fn query(&self, words: &QueryWords, typo: bool) -> BooleanQuery {
-        let f = &self.fields;
-        let word_fields = [
-            (f.title, TITLE_BOOST),
-            (f.artist, ARTIST_BOOST),
-            (f.album, ALBUM_BOOST),
-        ];
         let last = words.words.len() - 1;
         // A single letter still being typed ("let it b") narrows nothing the
         // other words do not: it is left out until it is a prefix.
@@ -375,48 +465,66 @@ impl SongIndex {
             .filter(typed)
             .map(|(i, word)| {
                 let prefix = i == last && words.last_is_prefix;
-                let mut either: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-                for (field, boost) in word_fields {
-                    let term = Term::from_field_text(field, word);
-                    either.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
-                            boost,
-                        )),
-                    ));
-                    let letters = word.chars().count();
-                    if typo && letters >= 4 {
-                        let distance = if letters >= 8 { 2 } else { 1 };
-                        let fuzzy = if prefix {
-                            FuzzyTermQuery::new_prefix(term, distance, true)
-                        } else {
-                            FuzzyTermQuery::new(term, distance, true)
-                        };
-                        either.push((
-                            Occur::Should,
-                            Box::new(BoostQuery::new(Box::new(fuzzy), boost * FUZZY_WEIGHT)),
-                        ));
-                    }
-                }
-                if prefix && word.chars().count() >= 2 {
-                    let cut = word
-                        .char_indices()
-                        .nth(MAX_PREFIX)
-                        .map_or(word.len(), |(i, _)| i);
-                    let term = Term::from_field_text(f.prefix, &word[..cut]);
-                    either.push((
-                        Occur::Should,
-                        Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
-                    ));
-                }
-                (
-                    Occur::Must,
-                    Box::new(BooleanQuery::new(either)) as Box<dyn Query>,
-                )
+                (Occur::Must, self.word_query(word, prefix, typo))
             })
             .collect();
         BooleanQuery::new(clauses)
+    }
+
+    /// One word of the title, the artist or the album: exactly, as a prefix
+    /// (`prefix`), or, with `typo`, within one edit (4–7 letters) or two
+    /// (8 and more) of one, or of a prefix.
+    fn word_query(&self, word: &str, prefix: bool, typo: bool) -> Box<dyn Query> {
+        let f = &self.fields;
+        let letters = word.chars().count();
+        if typo && letters >= 4 {
+            let distance = if letters >= 8 { 2 } else { 1 };
+            let term = Term::from_field_text(f.words, word);
+            return Box::new(if prefix {
+                FuzzyTermQuery::new_prefix(term, distance, true)
+            } else {
+                FuzzyTermQuery::new(term, distance, true)
+            });
+        }
+        if prefix && letters >= 2 {
+            let cut = word
+                .char_indices()
+                .nth(MAX_PREFIX)
+                .map_or(word.len(), |(i, _)| i);
+            let term = Term::from_field_text(f.prefix, &word[..cut]);
+            return Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+        }
+        let term = Term::from_field_text(f.words, word);
+        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs))
+    }
+
+    /// Songs that may be what `text` (a whole title and artist, say from an
+    /// uploaded playlist) names, best first: two thirds of its words must
+    /// match, each exactly or with a typo; more and rarer matching words
+    /// rank higher. A caller checks the candidates itself.
+    pub fn candidates(&self, text: &str, limit: usize) -> tantivy::Result<Vec<u32>> {
+        let words = words(&mut self.folded.clone(), text);
+        if words.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let needed = (words.len() * 2).div_ceil(3).max(1);
+        let clauses = words
+            .iter()
+            .map(|word| {
+                let term = Term::from_field_text(self.fields.words, word);
+                let exact: Box<dyn Query> =
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                // Exact and typo clauses together: an exact match scores
+                // (BM25), a typo only counts.
+                let either = BooleanQuery::new(vec![
+                    (Occur::Should, exact),
+                    (Occur::Should, self.word_query(word, false, true)),
+                ]);
+                (Occur::Should, Box::new(either) as Box<dyn Query>)
+            })
+            .collect();
+        let query = BooleanQuery::with_minimum_required_clauses(clauses, needed);
+        self.ranked(&query, limit)
     }
 }
 
@@ -464,20 +572,62 @@ mod tests {
             .collect()
     }
 
+    fn matched(index: &SongIndex, query: &str) -> Vec<(u32, Matched)> {
+        index
+            .search(query, 10)
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.song, h.matched))
+            .collect()
+    }
+
     #[test]
-    fn every_word_must_match_and_the_last_one_as_a_prefix() {
+    fn every_word_must_match_and_the_last_one_may_be_a_prefix() {
         let index = SongIndex::build(None, &catalogue(), &|_, _| {}).unwrap();
         assert_eq!(index.songs(), 8);
+        assert_eq!(matched(&index, "let it be"), [(0, Matched::Words)]);
         // "let it b": a last word of one letter waits until it is a prefix.
-        assert_eq!(found(&index, "let it be"), vec![0]);
         assert_eq!(found(&index, "let it b"), vec![0]);
-        assert_eq!(found(&index, "let he"), vec![5]);
-        // A prefix matches in any field: the artist here.
-        let hits = index.search("beatl", 10).unwrap();
-        let exact: Vec<u32> = hits.iter().filter(|h| !h.typo).map(|h| h.song).collect();
-        assert_eq!(exact.len(), 3, "{hits:?}");
-        assert!(exact.iter().all(|s| [0, 1, 7].contains(s)), "{hits:?}");
+        assert_eq!(matched(&index, "let he"), [(5, Matched::Prefix)]);
+        // A prefix matches in any field (the artist here), most popular
+        // first; then typo matches ("Beat It" is one edit from "beatl").
+        assert_eq!(
+            matched(&index, "beatl"),
+            [
+                (1, Matched::Prefix),
+                (0, Matched::Prefix),
+                (7, Matched::Prefix),
+                (3, Matched::Typo)
+            ]
+        );
         assert!(found(&index, "zzz").is_empty());
+    }
+
+    #[test]
+    fn whole_words_come_before_prefixes_and_prefixes_before_typos() {
+        let index = SongIndex::build(None, &catalogue(), &|_, _| {}).unwrap();
+        // "beat": the word of "Beat It" first, then the songs with a word
+        // that starts with it, most popular first, then typo matches.
+        let hits = matched(&index, "beat");
+        assert_eq!(hits[0], (3, Matched::Words));
+        assert_eq!(
+            hits[1..4].to_vec(),
+            [
+                (1, Matched::Prefix),
+                (0, Matched::Prefix),
+                (7, Matched::Prefix)
+            ]
+        );
+        // "Beautiful Day": "beau" is one edit from "beat".
+        assert!(hits[4..].contains(&(6, Matched::Typo)), "{hits:?}");
+        // Asking for fewer cuts the later tiers first.
+        let two: Vec<u32> = index
+            .search("beat", 2)
+            .unwrap()
+            .iter()
+            .map(|h| h.song)
+            .collect();
+        assert_eq!(two, [3, 1]);
     }
 
     #[test]
@@ -489,28 +639,34 @@ mod tests {
     }
 
     #[test]
-    fn small_typos_are_forgiven_after_the_exact_matches() {
+    fn small_typos_are_forgiven() {
         let index = SongIndex::build(None, &catalogue(), &|_, _| {}).unwrap();
         // "beatls": one letter missing from a whole word.
-        let hits = index.search("beatls", 10).unwrap();
-        let songs: Vec<u32> = hits.iter().map(|h| h.song).collect();
-        assert_eq!(songs.len(), 3, "{hits:?}");
-        assert!(songs.iter().all(|s| [0, 1, 7].contains(s)), "{hits:?}");
-        assert!(hits.iter().all(|h| h.typo));
-        // "yesterdy hte beatles": typos in two words of three.
-        assert_eq!(found(&index, "yesterdy beatles "), vec![7]);
-        // Exact matches come first: "beat" is a prefix of "Beat It" and
-        // "Beatles" and "Beautiful" is a typo away; with room for all, the
-        // exact ones lead.
-        let hits = index.search("beat", 10).unwrap();
-        assert!(hits.iter().take_while(|h| !h.typo).count() >= 4, "{hits:?}");
+        let hits = matched(&index, "beatls ");
+        assert_eq!(
+            hits,
+            [(1, Matched::Typo), (0, Matched::Typo), (7, Matched::Typo)]
+        );
+        // Typos in two words of two, the last one still being typed.
+        assert_eq!(matched(&index, "yesterdy beatels"), [(7, Matched::Typo)]);
     }
 
     #[test]
-    fn equal_relevance_ranks_by_popularity() {
+    fn equal_matches_rank_by_popularity() {
         let index = SongIndex::build(None, &catalogue(), &|_, _| {}).unwrap();
-        // The three Beatles songs match "beatles" in the artist field alike.
         assert_eq!(found(&index, "the beatles "), vec![1, 0, 7]);
+    }
+
+    #[test]
+    fn candidates_rank_by_how_many_and_how_rare_the_matching_words_are() {
+        let index = SongIndex::build(None, &catalogue(), &|_, _| {}).unwrap();
+        // All three words rank first; two of three suffice.
+        assert_eq!(index.candidates("let it be", 5).unwrap().first(), Some(&0));
+        let candidates = index.candidates("let it go", 5).unwrap();
+        assert!(candidates.contains(&5), "{candidates:?}");
+        assert!(candidates.contains(&0), "{candidates:?}");
+        assert_eq!(index.candidates("bohemian", 5).unwrap(), Vec::<u32>::new());
+        assert_eq!(index.candidates("halo beyonse", 5).unwrap(), vec![2]);
     }
 
     #[test]

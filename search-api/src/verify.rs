@@ -5,9 +5,10 @@
 //!    model trained on Spotify data);
 //! 2. **title_artist**: its title and artist, folded
 //!    (`setlist_core::playlist_file::fold`), equal a song's;
-//! 3. **fuzzy**: the song index finds a song whose folded title and artist
-//!    are each within a small edit distance of the entry's, after dropping
-//!    what uploads add to titles ("(Remastered 2009)", " - Live").
+//! 3. **fuzzy**: among the song index's candidates (songs that share most of
+//!    the entry's words, allowing typos), one whose folded title and artist
+//!    are each within one edit in five characters of the entry's, after
+//!    dropping what uploads add to titles ("(Remastered 2009)", " - Live").
 //!
 //! Anything else is not recognised, with the reason.
 
@@ -173,14 +174,14 @@ pub fn verify_entry(
     }
     let core = fold(&core_title(title));
     let core = if core.is_empty() { title_folded } else { core };
-    // A trailing space: every word is whole, none is a prefix.
-    let query = format!("{core} {artist_folded} ");
-    let candidates = index.search(&query, CANDIDATES).unwrap_or_default();
-    let found = candidates.iter().find_map(|hit| {
-        let song = catalogue.song(hit.song)?;
+    let candidates = index
+        .candidates(&format!("{core} {artist_folded}"), CANDIDATES)
+        .unwrap_or_default();
+    let found = candidates.iter().find_map(|&candidate| {
+        let song = catalogue.song(candidate)?;
         let title_ok = close(&core, &fold(&core_title(&song.title)));
         let artist_ok = artist_folded.is_empty() || close(&artist_folded, &fold(&song.artist));
-        (title_ok && artist_ok).then_some(hit.song)
+        (title_ok && artist_ok).then_some(candidate)
     });
     match found {
         Some(song) => Verdict::Recognised {
