@@ -74,11 +74,22 @@ pub struct SearchParams {
     limit: Option<usize>,
 }
 
+/// A song found, and how it matched: `words` (every word of the query is
+/// one of its words), `prefix` (the last word starts one of them) or `typo`
+/// (only with small typos forgiven).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FoundSong {
+    #[serde(flatten)]
+    pub song: SongView,
+    pub matched: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SearchResponse {
     pub query: String,
-    /// Best first: relevance, then popularity.
-    pub songs: Vec<SongView>,
+    /// Best first: whole words, then prefixes, then typos; the most
+    /// popular first within each.
+    pub songs: Vec<FoundSong>,
     /// True when some songs matched only with typos forgiven.
     pub typo_tolerant: bool,
 }
@@ -202,6 +213,7 @@ pub struct StatusResponse {
     components(schemas(
         ErrorResponse,
         SongView,
+        FoundSong,
         SearchResponse,
         RecommendRequest,
         RecommendResponse,
@@ -297,15 +309,25 @@ fn songs_for(search: &Search, params: &SearchParams, id: &str) -> Response {
             );
         }
     };
-    let songs: Vec<SongView> = hits
+    let songs: Vec<FoundSong> = hits
         .iter()
-        .filter_map(|hit| search.catalogue.song(hit.song).map(SongView::from))
+        .filter_map(|hit| {
+            Some(FoundSong {
+                song: SongView::from(search.catalogue.song(hit.song)?),
+                matched: match hit.matched {
+                    Matched::Words => "words",
+                    Matched::Prefix => "prefix",
+                    Matched::Typo => "typo",
+                }
+                .to_string(),
+            })
+        })
         .collect();
     search.events.record(
         id,
         ListenerEvent::Search {
             query: query.to_string(),
-            shown: songs.iter().map(|s| s.id.clone()).collect(),
+            shown: songs.iter().map(|s| s.song.id.clone()).collect(),
         },
     );
     Json(SearchResponse {

@@ -183,7 +183,8 @@ impl UpProcess {
 }
 
 /// The command line of `setlist up --json --model MODEL ARGS…` on free ports
-/// (or `args`'s `--dispatcher-listen`), its logs under `cache/up/logs`.
+/// (or `args`'s `--dispatcher-listen` and `--search-listen`), its logs under
+/// `cache/up/logs`.
 pub fn up_command_line(model: &Path, args: &[&str], cache: &Path) -> Vec<String> {
     let ports = setlist_core::ports::free_loopback_ports(24).expect("24 free ports on loopback");
     let mut command: Vec<String> = [path_str(&binary("setlist")), "up", "--json", "--model"]
@@ -193,6 +194,10 @@ pub fn up_command_line(model: &Path, args: &[&str], cache: &Path) -> Vec<String>
         .collect();
     if !args.iter().any(|a| a.starts_with("--dispatcher-listen")) {
         command.push(format!("--dispatcher-listen=127.0.0.1:{ports}"));
+    }
+    if !args.iter().any(|a| a.starts_with("--search-listen")) {
+        // The last of the free ports: the nodes count up from the first.
+        command.push(format!("--search-listen=127.0.0.1:{}", ports + 23));
     }
     command.push(format!("--node-port-base={}", ports + 1));
     command.push(format!("--work-dir={}", cache.join("up").display()));
@@ -272,6 +277,11 @@ impl Up {
 
     pub fn dispatcher(&self) -> String {
         self.info["dispatcher"].as_str().unwrap().to_string()
+    }
+
+    /// The listener's page, and the search API under it (ends in `/`).
+    pub fn page(&self) -> String {
+        self.info["page"].as_str().unwrap().to_string()
     }
 
     /// A process by name (`stage-1-0`, `shard-0-0`, `dispatcher`).
