@@ -9,6 +9,8 @@ unset CARGO_TARGET_DIR
 
 scripts/install-libtorch.sh
 scripts/install-rdkafka-sys.sh
+# A real browser for the listener page's test.
+scripts/install-chromium.sh
 # The second broker for the end-to-end test on tansu (built once, cached).
 SETLIST_TANSU=$(scripts/install-tansu.sh)
 export SETLIST_TANSU
