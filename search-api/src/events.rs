@@ -204,6 +204,43 @@ mod tests {
         );
     }
 
+    /// A broker that is gone never holds up a listener: recording returns
+    /// at once, and what cannot be delivered is counted as dropped once its
+    /// delivery times out.
+    #[tokio::test]
+    async fn a_broker_that_is_gone_costs_counted_events_not_requests() {
+        let port = setlist_core::ports::free_loopback_ports(1).unwrap();
+        let metrics = Metrics::new();
+        let kafka = KafkaSettings::new(format!("127.0.0.1:{port}"));
+        let events = Events::start(Some(&kafka), "t".into(), 2, metrics.clone()).unwrap();
+        let started = std::time::Instant::now();
+        for n in 0..5 {
+            events.record(
+                "r",
+                ListenerEvent::Search {
+                    query: format!("query {n}"),
+                    shown: vec![],
+                },
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "recording never waits"
+        );
+        let count = |outcome: &str| metrics.events.with_label_values(&["search", outcome]).get();
+        while count("broker_error") + count("queue_full") < 5 {
+            assert!(
+                started.elapsed() < DELIVERY_TIMEOUT * 3,
+                "every event is counted as dropped: {} broker_error, {} queue_full",
+                count("broker_error"),
+                count("queue_full")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(count("broker_error") >= 1);
+        assert_eq!(count("published"), 0);
+    }
+
     #[tokio::test]
     async fn without_a_broker_events_are_counted_as_dropped_not_waited_for() {
         let metrics = Metrics::new();
