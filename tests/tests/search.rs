@@ -492,3 +492,84 @@ fn recommendations_come_from_the_pipeline_and_from_popularity_when_the_dispatche
     assert_eq!(shown[0]["playlist"], json!(playlist));
     assert_eq!(shown[1]["fallback"], true);
 }
+
+/// With a model over real data (MPD), listeners find real titles and
+/// artists: the catalogue of `mpd-dev`, as `setlist data import` reads it,
+/// in the search API's index.
+#[test]
+fn real_data_mpd_titles_and_artists_are_searchable_with_typos() {
+    use setlist_core::catalogue::{Catalogue, Song};
+    use setlist_search::index::{Matched, SongIndex};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mpd");
+    setlist_tests::setlist_ok(&[
+        "data",
+        "import",
+        "--out",
+        setlist_tests::path_str(&data),
+        setlist_tests::path_str(&setlist_tests::datasets().join("mpd-dev")),
+    ]);
+    let dataset = setlist_core::dataset::Dataset::load(&data).unwrap();
+    let mut playlists = vec![0u32; dataset.tracks.len()];
+    for playlist in &dataset.playlists {
+        for &track in &playlist.tracks {
+            playlists[track as usize] += 1;
+        }
+    }
+    let catalogue = Catalogue::new(
+        dataset
+            .tracks
+            .iter()
+            .zip(playlists)
+            .map(|(t, playlists)| Song {
+                id: t.id.clone(),
+                title: t.title.clone(),
+                artist: t.artist.clone(),
+                album: t.album.clone(),
+                playlists,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let index = SongIndex::build(None, &catalogue, &|_, _| {}).unwrap();
+    // A typo in the band's name still finds the band, flagged as a typo
+    // (and Rae Sremmurd's "Black Beatles", as it should).
+    let beatles: Vec<(&Song, Matched)> = index
+        .search("beatls ", 10)
+        .unwrap()
+        .iter()
+        .map(|h| (catalogue.song(h.song).unwrap(), h.matched))
+        .collect();
+    assert!(
+        beatles.iter().all(|(s, m)| *m == Matched::Typo
+            && format!("{} {}", s.artist, s.title)
+                .to_lowercase()
+                .contains("beatles")),
+        "{beatles:?}"
+    );
+    assert!(
+        beatles
+            .iter()
+            .filter(|(s, _)| s.artist == "The Beatles")
+            .count()
+            >= 5,
+        "{beatles:?}"
+    );
+    // Accents fold: "beyonce" is Beyoncé, the most played of hers first.
+    let beyonce = index.search("beyonce", 10).unwrap();
+    assert!(!beyonce.is_empty());
+    let songs: Vec<&Song> = beyonce
+        .iter()
+        .map(|h| catalogue.song(h.song).unwrap())
+        .collect();
+    assert!(songs.iter().all(|s| s.artist == "Beyoncé"), "{songs:?}");
+    assert!(
+        songs.windows(2).all(|w| w[0].playlists >= w[1].playlists),
+        "most popular first: {songs:?}"
+    );
+    // Typing a title word by word narrows to the song.
+    let bennie = index.search("bennie and the j", 5).unwrap();
+    let first = catalogue.song(bennie[0].song).unwrap();
+    assert_eq!(first.artist, "Elton John", "{first:?}");
+    assert!(first.title.starts_with("Bennie And The Jets"), "{first:?}");
+}
