@@ -74,6 +74,11 @@ impl Catalogue {
         &self.songs
     }
 
+    /// The songs, in model order, to change and make a new catalogue of.
+    pub fn into_songs(self) -> Vec<Song> {
+        self.songs
+    }
+
     pub fn song(&self, index: u32) -> Option<&Song> {
         self.songs.get(index as usize)
     }

@@ -38,6 +38,16 @@ pub struct Args {
     #[arg(long, env = "SETLIST_INDEX_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     index_dir: Option<PathBuf>,
+    /// Playlist data in a layout `setlist data import` reads (repeatable):
+    /// catalogue songs with the same id take its album, where they have
+    /// none (MPD's own album names, say, for a model trained without them).
+    #[arg(
+        long = "catalogue-file",
+        env = "SETLIST_CATALOGUE_FILE",
+        value_delimiter = ';'
+    )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    catalogue_file: Vec<PathBuf>,
     #[arg(long, env = "SETLIST_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
@@ -100,6 +110,7 @@ pub struct Config {
     pub slices: PathBuf,
     pub model_version: Option<String>,
     pub index_dir: Option<PathBuf>,
+    pub catalogue_file: Vec<PathBuf>,
     pub listen: SocketAddr,
     pub dispatcher: String,
     pub deadline_ms: u64,
@@ -122,6 +133,7 @@ impl Default for Config {
             slices: PathBuf::new(),
             model_version: None,
             index_dir: None,
+            catalogue_file: Vec::new(),
             listen: "0.0.0.0:8081".parse().expect("a valid address"),
             dispatcher: "http://127.0.0.1:8080".into(),
             deadline_ms: 1_000,

@@ -13,9 +13,13 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use setlist_core::breaker::State;
 use setlist_core::catalogue::Catalogue;
+use setlist_core::dataset::{ImportOptions, import};
 use setlist_core::kafka::KafkaSettings;
+use setlist_core::progress::Silent;
 use setlist_core::slice::SliceSet;
 use setlist_core::topics::Topics;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -68,12 +72,53 @@ impl Served {
             "catalogue loaded"
         );
         let manifest = slices.manifest;
-        Ok(Served {
+        let served = Served {
             catalogue,
             model_version: manifest.model_version.clone(),
             catalogue_sha256: manifest.catalogue_sha256.clone(),
             stages: manifest.plan.stages.len(),
             output_shards: manifest.plan.output_shards.len(),
+        };
+        if config.catalogue_file.is_empty() {
+            return Ok(served);
+        }
+        let data = import(&config.catalogue_file, &ImportOptions::default(), &Silent)
+            .context("cannot read the catalogue files (--catalogue-file)")?;
+        let albums: HashMap<&str, &str> = data
+            .tracks
+            .iter()
+            .filter_map(|t| Some((t.id.as_str(), t.album.as_deref()?)))
+            .collect();
+        let enriched = served.enrich(&albums)?;
+        tracing::info!(
+            files = config.catalogue_file.len(),
+            "albums added from the catalogue files"
+        );
+        Ok(enriched)
+    }
+
+    /// The catalogue with an album for every song `albums` names (by id)
+    /// that has none. The index is keyed by what was added too, so another
+    /// enrichment gets its own.
+    pub fn enrich(self, albums: &HashMap<&str, &str>) -> Result<Served> {
+        let mut added = Sha256::new();
+        added.update(self.catalogue_sha256.as_bytes());
+        let mut songs = self.catalogue.into_songs();
+        for song in &mut songs {
+            if song.album.is_none()
+                && let Some(album) = albums.get(song.id.as_str())
+            {
+                song.album = Some(album.to_string());
+                added.update(song.id.as_bytes());
+                added.update([0]);
+                added.update(album.as_bytes());
+                added.update([0]);
+            }
+        }
+        Ok(Served {
+            catalogue: Catalogue::new(songs)?,
+            catalogue_sha256: hex::encode(added.finalize()),
+            ..self
         })
     }
 }
@@ -190,5 +235,47 @@ impl Search {
                 parts: dispatcher.map(|d| d.parts).unwrap_or_default(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use setlist_core::catalogue::Song;
+
+    #[test]
+    fn catalogue_files_add_albums_where_songs_have_none_and_key_a_new_index() {
+        let song = |id: &str, album: Option<&str>| Song {
+            id: id.into(),
+            title: "t".into(),
+            artist: "a".into(),
+            album: album.map(Into::into),
+            playlists: 1,
+        };
+        let served = Served {
+            catalogue: Catalogue::new(vec![
+                song("s1", None),
+                song("s2", Some("Kept")),
+                song("s3", None),
+            ])
+            .unwrap(),
+            model_version: "m".into(),
+            catalogue_sha256: "abc".into(),
+            stages: 1,
+            output_shards: 1,
+        };
+        let albums = HashMap::from([("s1", "Added"), ("s2", "Not used"), ("s9", "Unknown")]);
+        let enriched = served.enrich(&albums).unwrap();
+        let albums: Vec<Option<&str>> = enriched
+            .catalogue
+            .songs()
+            .iter()
+            .map(|s| s.album.as_deref())
+            .collect();
+        assert_eq!(albums, [Some("Added"), Some("Kept"), None]);
+        assert_ne!(
+            enriched.catalogue_sha256, "abc",
+            "the enriched catalogue gets its own index"
+        );
     }
 }
