@@ -4,27 +4,14 @@
 //! out by name, visibly; run without the variable, they fail rather than
 //! pass having checked nothing.
 
+mod common;
+
+use common::datasets;
 use setlist_core::dataset::{Dataset, DatasetError, Format, ImportOptions, import};
 use setlist_core::progress::{Progress, Silent};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-fn datasets() -> PathBuf {
-    let Some(dir) = std::env::var_os("SETLIST_DATASETS") else {
-        panic!(
-            "set SETLIST_DATASETS to the folder of the real data sets (for example \
-             SETLIST_DATASETS=../shared/datasets) to run the real_data tests, or leave them out \
-             with `-- --skip real_data`"
-        );
-    };
-    let dir = PathBuf::from(dir);
-    // Tests run in the crate's folder, but a relative path is meant from the
-    // project's root, where `.ci/run` and people set it.
-    let from_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&dir);
-    let found = [dir.clone(), from_root].into_iter().find(|d| d.is_dir());
-    found.unwrap_or_else(|| panic!("SETLIST_DATASETS={} is not a folder", dir.display()))
-}
 
 fn import_paths(paths: &[PathBuf], format: Option<Format>) -> Result<Dataset, DatasetError> {
     let options = ImportOptions {
