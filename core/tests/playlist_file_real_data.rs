@@ -11,7 +11,7 @@ use common::datasets;
 use serde_json::Value;
 use setlist_core::playlist_file::{Format, Limits, PlaylistFile, PlaylistFileError, parse};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A string field as the parser keeps it: trimmed, `None` when empty.
 fn text(value: &Value) -> Option<&str> {
