@@ -7,7 +7,7 @@
 //! 1280×900 and 360×800 (`listener-desktop.png`, `listener-phone.png`; the
 //! ones in docs/screenshots/ come from such a run).
 
-use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions, MouseActions, PointerAction};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use nix::sys::signal::{Signal, kill};
@@ -282,6 +282,13 @@ async fn viewport(client: &Client, width: u32, height: u32) {
 async fn screenshot(client: &Client, dir: &Path, name: &str, width: u32, height: u32) {
     viewport(client, width, height).await;
     eval(client, "window.scrollTo(0, 0); return null;").await;
+    // The pointer off the content, so no hover shows in the picture.
+    let away = MouseActions::new("mouse".into()).then(PointerAction::MoveTo {
+        duration: None,
+        x: 0.0,
+        y: 0.0,
+    });
+    client.perform_actions(away).await.unwrap();
     let png = client
         .screenshot()
         .await
@@ -310,6 +317,28 @@ fn common_title_word(songs: &[Value]) -> (String, usize) {
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
         .expect("the catalogue has titles")
+}
+
+/// `word` with its last letter changed so that no word of the catalogue
+/// starts with it: a query only typo tolerance answers.
+fn misspelling(word: &str, songs: &[Value]) -> String {
+    let words: Vec<String> = songs
+        .iter()
+        .flat_map(|s| {
+            ["title", "artist", "album"].map(|f| s[f].as_str().unwrap_or("").to_lowercase())
+        })
+        .flat_map(|text| {
+            text.split(|c: char| !c.is_alphanumeric())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let stem = &word[..word.len() - 1];
+    ['q', 'x', 'z', 'j']
+        .iter()
+        .map(|last| format!("{stem}{last}"))
+        .find(|candidate| !words.iter().any(|w| w.starts_with(candidate.as_str())))
+        .unwrap_or_else(|| panic!("a misspelling of \"{word}\" that no word starts with"))
 }
 
 #[test]
@@ -476,10 +505,10 @@ async fn listener(client: Client, run: Scenario) {
         announced.starts_with(&format!("Added {}", result_titles[4])),
         "{announced}"
     );
-    assert_eq!(
-        text(c, "search-result-0").await.contains("in playlist"),
-        true,
-        "a picked result says so"
+    let picked = text(c, "search-result-0").await;
+    assert!(
+        picked.contains("✓ in playlist"),
+        "a picked result says so: {picked}"
     );
     until_text(
         c,
@@ -642,13 +671,34 @@ async fn listener(client: Client, run: Scenario) {
     until_text(c, "upload-status", "Added 3 songs to your playlist.").await;
     until_text(c, "playlist-count", "(9 songs)").await;
 
+    // A typo: songs still come, and say they matched with it forgiven.
+    let misspelled = misspelling(&word, &run.songs);
+    let search = c.find(Locator::Id("search-input")).await.unwrap();
+    // Empty after the reload (the box does not autocomplete), or emptied.
+    let left = eval(
+        c,
+        "return [...document.getElementById('search-input').value].length;",
+    )
+    .await;
+    let erase =
+        |n: usize| -> String { std::iter::repeat_n(char::from(Key::Backspace), n).collect() };
+    let typed = format!("{}{misspelled}", erase(left.as_u64().unwrap() as usize));
+    search.send_keys(&typed).await.unwrap();
+    let hint = until_text(c, "search-hint", &format!("found for “{misspelled}”")).await;
+    assert!(
+        hint.contains("Some results match only with a typo forgiven."),
+        "{hint}"
+    );
+    let shown = text(c, "search-results").await;
+    assert!(
+        shown.contains("close spelling (typo forgiven)"),
+        "the typo-forgiven songs say so: {shown}"
+    );
+    search.send_keys(&erase(misspelled.len())).await.unwrap();
+    until_text(c, "search-hint", "Type at least 3 characters to search.").await;
+
     // The search again: the songs picked before the reload say so.
-    c.find(Locator::Id("search-input"))
-        .await
-        .unwrap()
-        .send_keys(&word)
-        .await
-        .unwrap();
+    search.send_keys(&word).await.unwrap();
     until_text(c, "search-hint", &format!("found for “{word}”")).await;
     press(c, char::from(Key::Down)).await;
     let first_result = text(c, "search-result-0").await;
@@ -674,14 +724,17 @@ async fn listener(client: Client, run: Scenario) {
             && !badge.contains("could not answer"),
         "the badge says why in words: {badge}"
     );
+    // A frozen dispatcher is one the search API cannot reach (the breaker
+    // opens only after three such failures).
     let reason = eval(
         c,
         "return document.getElementById('rec-fallback').dataset.reason;",
     )
     .await;
+    assert_eq!(reason, "dispatcher_unreachable", "{badge}");
     assert!(
-        reason.as_str().is_some_and(|r| !r.is_empty()),
-        "the reason code: {reason}"
+        badge.contains("the recommendation service cannot be reached"),
+        "{badge}"
     );
     until_text(c, "rec-status", "suggested (popular songs, not personal)").await;
     assert!(
@@ -689,13 +742,11 @@ async fn listener(client: Client, run: Scenario) {
         "popular songs are shown"
     );
     // The cluster line turns too, at its next refresh.
-    until(c, "the status line to show the pipeline down", || async {
-        let state = eval(
-            c,
-            "return document.getElementById('cluster-status').dataset.state;",
-        )
-        .await;
-        (state == "down").then_some(())
-    })
+    until_text(c, "cluster-text", "pipeline unreachable").await;
+    let state = eval(
+        c,
+        "return document.getElementById('cluster-status').dataset.state;",
+    )
     .await;
+    assert_eq!(state, "down");
 }
