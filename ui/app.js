@@ -14,9 +14,9 @@ const MIN_SONGS = 5; // the recommendation API needs at least this many
 const RECOMMEND_K = 10;
 const STATUS_EVERY_MS = 10_000;
 const TIMEOUT_MS = { search: 5_000, status: 5_000, verify: 30_000, recommend: 15_000 };
-// Files above this are refused here without uploading them; smaller ones
-// go to the server, whose own (smaller) limit gives the exact sentence.
-const UPLOAD_REFUSE_BYTES = 16 << 20;
+// Files above the server's upload limit (from /v1/status; this until it
+// has answered) are refused here without uploading them.
+let uploadLimitBytes = 16 << 20;
 // The recommendation API takes at most this many songs.
 const MAX_PLAYLIST = 10_000;
 // Report rows drawn per playlist of an uploaded file; the rest are counted.
@@ -630,9 +630,10 @@ async function verifyFile(file, note = '') {
   error.hidden = true;
   $('upload-report').hidden = true;
   state.recognised = [];
-  if (file.size > UPLOAD_REFUSE_BYTES) {
+  if (file.size > uploadLimitBytes) {
     status.textContent = '';
-    error.textContent = `“${file.name}” is ${(file.size / (1 << 20)).toFixed(1)} MiB, far more than a playlist file; split it into smaller files.`;
+    const mib = (bytes) => (bytes / (1 << 20)).toFixed(1);
+    error.textContent = `“${file.name}” is ${mib(file.size)} MiB; the limit is ${mib(uploadLimitBytes)} MiB: split the playlist into smaller files.`;
     error.hidden = false;
     uploadController = null;
     return;
@@ -920,6 +921,7 @@ function pipelineState(dispatcher) {
 }
 
 function renderStatus(data) {
+  if (Number.isFinite(data.limits?.upload_bytes)) uploadLimitBytes = data.limits.upload_bytes;
   const [kind, words] = pipelineState(data.dispatcher);
   const parts = [];
   if (typeof data.model_version === 'string') parts.push(`Model ${data.model_version}`);

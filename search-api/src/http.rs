@@ -194,6 +194,29 @@ pub struct DispatcherView {
     pub parts: Vec<PartView>,
 }
 
+/// What listeners may send, so a page can say so before it sends it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LimitsView {
+    pub min_query_chars: usize,
+    pub max_query_chars: usize,
+    pub min_playlist_songs: usize,
+    pub upload_bytes: usize,
+    pub upload_entries: usize,
+}
+
+impl Default for LimitsView {
+    fn default() -> Self {
+        let upload = playlist_file::Limits::default();
+        LimitsView {
+            min_query_chars: MIN_QUERY_CHARS,
+            max_query_chars: MAX_QUERY_CHARS,
+            min_playlist_songs: MIN_PLAYLIST_SONGS,
+            upload_bytes: upload.max_bytes,
+            upload_entries: upload.max_entries,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusResponse {
     pub model_version: String,
@@ -201,6 +224,7 @@ pub struct StatusResponse {
     pub stages: usize,
     pub output_shards: usize,
     pub dispatcher: DispatcherView,
+    pub limits: LimitsView,
 }
 
 #[derive(OpenApi)]
@@ -226,6 +250,7 @@ pub struct StatusResponse {
         SkippedView,
         MatchedBy,
         StatusResponse,
+        LimitsView,
         DispatcherView,
         PartView
     ))

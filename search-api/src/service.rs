@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::events::Events;
-use crate::http::{DispatcherView, PartView, StatusResponse};
+use crate::http::{DispatcherView, LimitsView, PartView, StatusResponse};
 use crate::index::SongIndex;
 use crate::metrics::Metrics;
 use crate::recommend::Dispatcher;
@@ -234,6 +234,7 @@ impl Search {
                 .to_string(),
                 parts: dispatcher.map(|d| d.parts).unwrap_or_default(),
             },
+            limits: LimitsView::default(),
         }
     }
 }

@@ -318,6 +318,8 @@ fn listeners_search_songs_and_upload_playlists_in_every_format() {
         (Some(3), Some(2))
     );
     assert_eq!(state["dispatcher"]["reachable"], true, "{state}");
+    assert_eq!(state["limits"]["upload_bytes"], 2 << 20, "{state}");
+    assert_eq!(state["limits"]["min_playlist_songs"], 5, "{state}");
     let (_, text) = get_text(&format!("{page}openapi.json"));
     let openapi: Value = serde_json::from_str(&text).unwrap();
     for path in [
