@@ -258,7 +258,7 @@ fn rebalances(up: &Up) -> Vec<(String, f64)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["name"] != "dispatcher")
+        .filter(|p| !["dispatcher", "search"].contains(&p["name"].as_str().unwrap()))
         .map(|p| {
             let (_, text) = get_text(&format!("{}/metrics", p["url"].as_str().unwrap()));
             let count = metric(&text, "setlist_node_rebalances_total", &[]).unwrap_or(f64::NAN);

@@ -61,7 +61,11 @@ fn assert_signal_stops_everything(model: &Path, signal: Signal) {
     become_subreaper();
     let mut up = Up::start(model, &args(&[]));
     let children = up.children();
-    assert_eq!(children.len(), 4, "three nodes and the dispatcher");
+    assert_eq!(
+        children.len(),
+        5,
+        "three nodes, the dispatcher and the search API"
+    );
     up.supervisor.signal(signal);
     let status = up.supervisor.wait(STOP_BOUND);
     assert!(
@@ -128,9 +132,15 @@ fn ctrl_c_on_setlist_up_piped_to_tee_stops_every_process_a_restarted_one_too() {
             .unwrap();
         ProcessId::of(process["pid"].as_u64().unwrap() as i32).unwrap()
     };
-    let mut seen: Vec<ProcessId> = ["stage-0-0", "stage-1-0", "shard-0-0", "dispatcher"]
-        .map(pid_of)
-        .to_vec();
+    let mut seen: Vec<ProcessId> = [
+        "stage-0-0",
+        "stage-1-0",
+        "shard-0-0",
+        "dispatcher",
+        "search",
+    ]
+    .map(pid_of)
+    .to_vec();
     let up = parent_of(seen[0].pid) as i32;
 
     let victim = pid_of("stage-1-0");
@@ -268,7 +278,8 @@ fn a_signal_while_starting_stops_every_process_started_so_far() {
     let dir = tempfile::tempdir().unwrap();
     let model = small_model(dir.path());
     let mut up = UpProcess::spawn(&model, &args(&[UNREADY_NODES]));
-    let started = wait_for_processes(&up, 4);
+    // Three nodes, the dispatcher and the search API.
+    let started = wait_for_processes(&up, 5);
     up.signal(Signal::SIGINT);
     let status = up.wait(STOP_BOUND);
     assert_no_process_left(up.cache(), &started);
