@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 /// A partitioned next-song recommender: compute nodes holding one slice
 /// each, a dispatcher, and the listener's search API, over Kafka.
+// Each printer column repeats `type_ = …`: several columns, not one
+// attribute given twice, which is what this lint takes them for.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "setlist.dev",
