@@ -24,6 +24,7 @@ use setlist_core::wire::{Body, Frame, Hop, RowMeta};
 use setlist_model::artifact::Model;
 use setlist_model::ops::RowQuery;
 use setlist_model::pipeline::random_histories;
+use setlist_service::slices::SliceSource;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -434,7 +435,7 @@ fn measure(args: &PipelineBenchArgs, work: &Path) -> Result<()> {
             let cluster = format!("bench{stages}{}-{run}", if batching { "b" } else { "u" });
             let topics = Topics::new("bench", &cluster, &model.manifest.model_version)?;
             let pipeline = up::PipelineFlags {
-                slices: &slices,
+                slices: &SliceSource::Local(slices.clone()),
                 kafka: broker.bootstrap_servers(),
                 namespace: "bench",
                 cluster: &cluster,

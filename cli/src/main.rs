@@ -8,6 +8,7 @@ mod bench_recovery;
 mod broker;
 mod data;
 mod progress;
+mod publish;
 mod recommend;
 mod search;
 mod slice;
@@ -47,6 +48,10 @@ enum Command {
     Plan(slice::PlanArgs),
     /// Write one slice file per stage and output shard, and verify them.
     Slice(slice::SliceArgs),
+    /// Upload a slices directory (the manifest last) to object storage, an
+    /// HTTP server or a mounted volume, where processes given
+    /// `--slices URI` fetch it.
+    Publish(publish::PublishArgs),
     /// Build the song index of a slices directory once, for `setlist-search`
     /// and `setlist up` to reuse.
     Index(search::IndexArgs),
@@ -110,6 +115,7 @@ fn main() -> Result<()> {
         Command::Recommend(args) => recommend::run(args),
         Command::Plan(args) => slice::run_plan(args),
         Command::Slice(args) => slice::run_slice(args),
+        Command::Publish(args) => publish::run(args),
         Command::Index(args) => search::run_index(args),
         Command::Bench(cmd) => bench::run(cmd),
     }

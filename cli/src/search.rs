@@ -14,6 +14,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use setlist_core::catalogue::{Catalogue, Song};
 use setlist_core::dataset::synth::{self, SynthConfig};
+use setlist_core::slice::SliceSet;
 use setlist_search::config::Config;
 use setlist_search::index::SongIndex;
 use setlist_search::service::{Search, Served};
@@ -33,11 +34,8 @@ pub struct IndexArgs {
 }
 
 pub fn run_index(args: IndexArgs) -> Result<()> {
-    let config = Config {
-        slices: args.slices.clone(),
-        ..Config::default()
-    };
-    let served = Served::from_slices(&config)?;
+    let slices = SliceSet::open(&args.slices, None)?;
+    let served = Served::from_slices(slices, &Config::default())?;
     let root = args.index_dir.unwrap_or_else(|| cache_dir().join("index"));
     let started = Instant::now();
     let total = served.catalogue.len();
@@ -184,7 +182,6 @@ pub fn run_bench(args: SearchBenchArgs) -> Result<()> {
     let generated = started.elapsed();
     let with_catalogue = rss();
     let config = Config {
-        slices: PathBuf::from("generated"),
         index_dir: args.index_dir.clone(),
         // No dispatcher and no broker: only search is measured.
         dispatcher: "http://127.0.0.1:9".into(),

@@ -18,11 +18,12 @@ use setlist_core::plan::{
     DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_MESSAGE_BYTES, FrameBatch, PartitionPlan,
 };
 use setlist_core::progress::Progress;
-use setlist_core::slice::{self, Part, SliceManifest, SliceSet};
+use setlist_core::slice::{self, Part, SliceManifest};
 use setlist_core::topics::Topics;
 use setlist_model::artifact::Model;
 use setlist_model::train::{self, TrainSpec};
 use setlist_service::shutdown::PARENT_PID_VAR;
+use setlist_service::slices::{SliceSource, Wanted};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -49,9 +50,13 @@ pub struct UpArgs {
     /// Serve this trained model (sliced on start) instead of the demo model.
     #[arg(long, conflicts_with = "slices")]
     model: Option<PathBuf>,
-    /// Serve these slices as they are.
+    /// Serve these slices as they are: a directory, or a URI where `setlist
+    /// publish` put them (file:///abs/dir, http(s)://host/path,
+    /// s3://bucket/prefix, gs://bucket/prefix, az://container/prefix); every
+    /// process then fetches only what it needs into
+    /// ~/.cache/setlist/slice-cache.
     #[arg(long)]
-    slices: Option<PathBuf>,
+    slices: Option<SliceSource>,
     #[arg(long, default_value_t = 3)]
     stages: u32,
     #[arg(long, default_value_t = 2)]
@@ -172,6 +177,11 @@ pub fn slices_for(model_dir: &Path, stages: u32, shards: u32) -> Result<PathBuf>
         setlist_model::slice::write_slices(&model, &plan, &out)?;
     }
     Ok(out)
+}
+
+/// Where `up` and its children keep slices fetched from a URI.
+pub fn slice_cache_dir() -> PathBuf {
+    cache_dir().join("slice-cache")
 }
 
 /// How long stopping waits for children to exit on their own (nodes commit
@@ -438,7 +448,7 @@ struct RunningProcess<'a> {
 /// The flags every process of one pipeline gets: its slices, its broker
 /// and client settings, and whose topics it uses.
 pub struct PipelineFlags<'a> {
-    pub slices: &'a Path,
+    pub slices: &'a SliceSource,
     pub kafka: &'a str,
     pub namespace: &'a str,
     pub cluster: &'a str,
@@ -455,11 +465,16 @@ impl PipelineFlags<'_> {
     pub fn command(&self, bin: &Path) -> Vec<String> {
         let mut command = vec![
             bin.display().to_string(),
-            format!("--slices={}", self.slices.display()),
+            format!("--slices={}", self.slices),
             format!("--kafka={}", self.kafka),
             format!("--namespace={}", self.namespace),
             format!("--cluster={}", self.cluster),
         ];
+        if let SliceSource::Remote(_) = self.slices {
+            // The cache `up` fetched the manifest and catalogue into: the
+            // dispatcher and the search API find them there.
+            command.push(format!("--slice-cache={}", slice_cache_dir().display()));
+        }
         command.extend(self.kafka_set.iter().map(|s| format!("--kafka-set={s}")));
         command
     }
@@ -549,12 +564,28 @@ fn check_frames_fit(manifest: &SliceManifest, node_args: &[String]) -> Result<()
 
 pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     let [node_bin, dispatcher_bin, search_bin] = siblings(CHILD_BINARIES)?;
-    let slices = match (&args.slices, &args.model) {
+    let source = match (&args.slices, &args.model) {
         (Some(s), _) => s.clone(),
-        (None, Some(m)) => slices_for(m, args.stages, args.output_shards)?,
-        (None, None) => slices_for(&demo_model(progress)?, args.stages, args.output_shards)?,
+        (None, Some(m)) => SliceSource::Local(slices_for(m, args.stages, args.output_shards)?),
+        (None, None) => SliceSource::Local(slices_for(
+            &demo_model(progress)?,
+            args.stages,
+            args.output_shards,
+        )?),
     };
-    let set = SliceSet::open(&slices, None)?;
+    // The manifest gives the plan and the topics; the catalogue is for the
+    // tools that read the printed `slices` folder (`setlist bench recovery`).
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(source.fetch(&slice_cache_dir(), Wanted::Catalogue, None))?;
+    if let SliceSource::Remote(_) = source {
+        say(format_args!(
+            "fetched the manifest and catalogue of {source} into {}",
+            fetched.set.dir.display()
+        ));
+    }
+    let set = fetched.set;
     let manifest = &set.manifest;
     let stages = manifest.plan.stages.len() as u32;
     let topics = Topics::new(&args.namespace, &args.cluster, &manifest.model_version)?;
@@ -586,7 +617,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
     let pipeline = PipelineFlags {
-        slices: &slices,
+        slices: &source,
         kafka: &kafka,
         namespace: &args.namespace,
         cluster: &args.cluster,
@@ -657,7 +688,7 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     let running = Running {
         kafka: &kafka,
         model_version: &manifest.model_version,
-        slices: &slices,
+        slices: &set.dir,
         dispatcher: dispatcher_url.clone(),
         page: page_url.clone(),
         processes: children

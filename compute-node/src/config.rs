@@ -8,6 +8,7 @@ use setlist_core::plan::{DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_MESSAGE_BYTES};
 use setlist_core::slice::Part;
 use setlist_core::telemetry::LogFormat;
 use setlist_service::config::{self as settings, out_of_range, required};
+use setlist_service::slices::SliceSource;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,10 +28,20 @@ pub struct Args {
     #[arg(long, env = "SETLIST_CONFIG")]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Slice directory written by `setlist slice`.
+    /// The slices: a directory written by `setlist slice` (read in place),
+    /// or a URI where `setlist publish` put them (file:///abs/dir,
+    /// http(s)://host/path, s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix), from which the node downloads the manifest
+    /// and its own part only, checked against the manifest's sha256.
     #[arg(long, env = "SETLIST_SLICES")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    slices: Option<PathBuf>,
+    slices: Option<String>,
+    /// Where slices fetched from a URI are kept, one folder per model
+    /// version, and reused when their sha256 still matches (on Kubernetes,
+    /// an emptyDir). Default: ~/.cache/setlist/slice-cache.
+    #[arg(long, env = "SETLIST_SLICE_CACHE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_cache: Option<PathBuf>,
     /// The part this node runs: `stage-K` or `shard-S`.
     #[arg(long, env = "SETLIST_PART")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,7 +122,8 @@ pub struct Args {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub slices: PathBuf,
+    pub slices: Option<SliceSource>,
+    pub slice_cache: PathBuf,
     #[serde(deserialize_with = "deserialize_part")]
     pub part: Option<Part>,
     pub model_version: Option<String>,
@@ -135,7 +147,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            slices: PathBuf::new(),
+            slices: None,
+            slice_cache: setlist_service::slices::default_cache_dir(),
             part: None,
             model_version: None,
             instance_id: None,
@@ -213,8 +226,13 @@ impl Config {
         self.part.expect("validate() requires a part")
     }
 
+    /// Where the slices are (required, so always there once loaded).
+    pub fn slices(&self) -> &SliceSource {
+        self.slices.as_ref().expect("validate() requires slices")
+    }
+
     fn validate(&self) -> Result<(), settings::ConfigError> {
-        if self.slices.as_os_str().is_empty() {
+        if self.slices.is_none() {
             return Err(required("slices"));
         }
         if self.part.is_none() {
@@ -307,6 +325,30 @@ mod tests {
         );
         assert_eq!(config.max_deadline_ms, 65_000);
         assert_eq!(config.shutdown_step(), Duration::from_millis(2_500));
+    }
+
+    #[test]
+    fn slices_are_a_directory_or_a_uri_and_an_unknown_scheme_is_named() {
+        let local = parse(&["--slices=/s", "--kafka=k", "--part=stage-0"]).unwrap();
+        assert_eq!(local.slices(), &SliceSource::Local(PathBuf::from("/s")));
+        let remote = parse(&[
+            "--slices=https://models.example.com/m1",
+            "--slice-cache=/cache",
+            "--kafka=k",
+            "--part=stage-0",
+        ])
+        .unwrap();
+        assert!(matches!(remote.slices(), SliceSource::Remote(_)));
+        assert_eq!(remote.slice_cache, PathBuf::from("/cache"));
+        let err = parse(&["--slices=ftp://h/m1", "--kafka=k", "--part=stage-0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "setting \"slices\": \"ftp://h/m1\": Setlist cannot read slices from \"ftp://\""
+            ),
+            "{err}"
+        );
     }
 
     /// `setlist up --node-arg` comes after what `up` sets, and wins.

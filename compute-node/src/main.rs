@@ -19,20 +19,30 @@ use config::Config;
 use health::Health;
 use metrics::Metrics;
 use setlist_core::plan::{FrameBatch, Link};
-use setlist_core::slice::{Part, SliceManifest, SliceSet};
+use setlist_core::slice::{Part, SliceManifest};
 use setlist_model::slice::LoadParts;
 use setlist_service::shutdown;
+use setlist_service::slices::Wanted;
 use std::sync::Arc;
 use worker::{Slice, Worker};
 
-/// Opens the slice set, checks that every request this part can send fits
-/// `max_message_bytes` (before loading any tensor: a node that could not
-/// send its output must not start consuming), then loads and verifies the
-/// slice.
-fn load_slice(config: &Config) -> Result<(Slice, SliceManifest)> {
-    let set = SliceSet::open(&config.slices, config.model_version.as_deref())?;
-    let manifest = &set.manifest;
+/// Opens the slice set (from a URI: fetches the manifest and this part
+/// alone into the slice cache), checks that every request this part can
+/// send fits `max_message_bytes` (before loading any tensor: a node that
+/// could not send its output must not start consuming), then loads and
+/// verifies the slice.
+async fn load_slice(config: &Config) -> Result<(Slice, SliceManifest)> {
     let part = config.part();
+    let fetched = config
+        .slices()
+        .fetch(
+            &config.slice_cache,
+            Wanted::Part(part),
+            config.model_version.as_deref(),
+        )
+        .await?;
+    let set = fetched.set;
+    let manifest = &set.manifest;
     let batch = FrameBatch {
         rows: config.max_batch_rows,
         half_precision: config.half_precision,
@@ -71,9 +81,9 @@ async fn main() -> Result<()> {
         Arc::new(move || health.readiness())
     };
     let metrics = Arc::new(Metrics::new(&part, readiness.clone()));
-    let worker = match load_slice(&config) {
+    let worker = match load_slice(&config).await {
         Ok((slice, manifest)) => {
-            tracing::info!(%part, model_version = %manifest.model_version, slices = %config.slices.display(), "slice loaded and verified");
+            tracing::info!(%part, model_version = %manifest.model_version, slices = %config.slices(), "slice loaded and verified");
             let worker = Worker::new(
                 slice,
                 &manifest,

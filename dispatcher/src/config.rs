@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use setlist_core::query::Limits;
 use setlist_core::telemetry::LogFormat;
 use setlist_service::config::{self as settings, ConfigError, out_of_range, required};
+use setlist_service::slices::SliceSource;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -26,10 +27,19 @@ pub struct Args {
     #[arg(long, env = "SETLIST_CONFIG")]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Slice directory (the dispatcher reads its manifest and catalogue only).
+    /// The slices (the dispatcher reads their manifest and catalogue only):
+    /// a directory written by `setlist slice`, or a URI where `setlist
+    /// publish` put them (file:///abs/dir, http(s)://host/path,
+    /// s3://bucket/prefix, gs://bucket/prefix, az://container/prefix), from
+    /// which those two files are downloaded, checked against the manifest.
     #[arg(long, env = "SETLIST_SLICES")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    slices: Option<PathBuf>,
+    slices: Option<String>,
+    /// Where slices fetched from a URI are kept and reused.
+    /// Default: ~/.cache/setlist/slice-cache.
+    #[arg(long, env = "SETLIST_SLICE_CACHE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slice_cache: Option<PathBuf>,
     /// Refuse slices of any other model version.
     #[arg(long, env = "SETLIST_MODEL_VERSION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,7 +161,8 @@ const MAX_STORE_BYTES: u64 = 16 * 1024 * MIB as u64;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub slices: PathBuf,
+    pub slices: Option<SliceSource>,
+    pub slice_cache: PathBuf,
     pub model_version: Option<String>,
     pub kafka: String,
     pub kafka_set: Vec<String>,
@@ -185,7 +196,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            slices: PathBuf::new(),
+            slices: None,
+            slice_cache: setlist_service::slices::default_cache_dir(),
             model_version: None,
             kafka: String::new(),
             kafka_set: Vec::new(),
@@ -229,8 +241,13 @@ impl Config {
         Ok(config)
     }
 
+    /// Where the slices are (required, so always there once loaded).
+    pub fn slices(&self) -> &SliceSource {
+        self.slices.as_ref().expect("validate() requires slices")
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.slices.as_os_str().is_empty() {
+        if self.slices.is_none() {
             return Err(required("slices"));
         }
         if self.kafka.is_empty() {

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use setlist_dispatcher::config::Config;
 use setlist_dispatcher::{http, service::Dispatcher};
 use setlist_service::shutdown;
+use setlist_service::slices::Wanted;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,7 +16,15 @@ async fn main() -> Result<()> {
     shutdown::die_with_parent();
     let listen = config.listen;
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms);
-    let dispatcher = Dispatcher::start(config)?;
+    let fetched = config
+        .slices()
+        .fetch(
+            &config.slice_cache,
+            Wanted::Catalogue,
+            config.model_version.as_deref(),
+        )
+        .await?;
+    let dispatcher = Dispatcher::start(config, fetched.set)?;
     tracing::info!(model_version = %dispatcher.model_version, stages = dispatcher.stages, shards = dispatcher.shards, songs = dispatcher.catalogue.len(), "dispatcher started");
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -96,10 +96,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Loads the catalogue, connects to Kafka and starts the publisher and
-    /// the results consumer.
-    pub fn start(config: Config) -> Result<Arc<Dispatcher>> {
-        let set = SliceSet::open(&config.slices, config.model_version.as_deref())?;
+    /// Loads the catalogue of `set`, connects to Kafka and starts the
+    /// publisher and the results consumer.
+    pub fn start(config: Config, set: SliceSet) -> Result<Arc<Dispatcher>> {
         let catalogue = set.load_catalogue()?;
         let manifest = &set.manifest;
         let topics = Topics::new(&config.namespace, &config.cluster, &manifest.model_version)?;

@@ -6,6 +6,7 @@ use setlist_search::config::Config;
 use setlist_search::http;
 use setlist_search::service::{Search, Served};
 use setlist_service::shutdown;
+use setlist_service::slices::Wanted;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,7 +17,17 @@ async fn main() -> Result<()> {
     setlist_core::telemetry::init_logging(config.log_format);
     shutdown::die_with_parent();
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms);
-    let served = Served::from_slices(&config)?;
+    let slices = config
+        .slices()
+        .fetch(
+            &config.slice_cache,
+            Wanted::Catalogue,
+            config.model_version.as_deref(),
+        )
+        .await
+        .with_context(|| format!("cannot open the slices at {}", config.slices()))?
+        .set;
+    let served = Served::from_slices(slices, &config)?;
     let search = Arc::new(tokio::task::block_in_place(|| {
         Search::start(&config, served)
     })?);

@@ -60,10 +60,9 @@ pub struct Served {
 }
 
 impl Served {
-    /// The catalogue and plan of the slices in `config.slices`.
-    pub fn from_slices(config: &Config) -> Result<Served> {
-        let slices = SliceSet::open(&config.slices, config.model_version.as_deref())
-            .with_context(|| format!("cannot open the slices in {}", config.slices.display()))?;
+    /// The catalogue and plan of `slices`, with the albums of
+    /// `config.catalogue_file` added.
+    pub fn from_slices(slices: SliceSet, config: &Config) -> Result<Served> {
         let started = Instant::now();
         let catalogue = slices.load_catalogue()?;
         tracing::info!(

@@ -103,8 +103,14 @@ impl UpProcess {
     /// Starts `setlist up --json --model MODEL ARGS…` on free ports (or
     /// `args`'s `--dispatcher-listen`).
     pub fn spawn(model: &Path, args: &[&str]) -> UpProcess {
+        UpProcess::spawn_serving(["--model", path_str(model)], args)
+    }
+
+    /// Starts `setlist up --json SERVE ARGS…`, where `serve` is `--model
+    /// DIR` or `--slices DIR|URI`, on free ports.
+    pub fn spawn_serving(serve: [&str; 2], args: &[&str]) -> UpProcess {
         let cache = tempfile::tempdir().unwrap();
-        let command = up_command_line(model, args, cache.path());
+        let command = up_command_line_serving(serve, args, cache.path());
         let mut child = Command::new(&command[0])
             .args(&command[1..])
             .env("SETLIST_CACHE", cache.path())
@@ -186,10 +192,15 @@ impl UpProcess {
 /// (or `args`'s `--dispatcher-listen` and `--search-listen`), its logs under
 /// `cache/up/logs`.
 pub fn up_command_line(model: &Path, args: &[&str], cache: &Path) -> Vec<String> {
+    up_command_line_serving(["--model", path_str(model)], args, cache)
+}
+
+/// [`up_command_line`] serving `serve`: `--model DIR` or `--slices DIR|URI`.
+fn up_command_line_serving(serve: [&str; 2], args: &[&str], cache: &Path) -> Vec<String> {
     let ports = setlist_core::ports::free_loopback_ports(24).expect("24 free ports on loopback");
-    let mut command: Vec<String> = [path_str(&binary("setlist")), "up", "--json", "--model"]
+    let mut command: Vec<String> = [path_str(&binary("setlist")), "up", "--json"]
         .into_iter()
-        .chain([path_str(model)])
+        .chain(serve)
         .map(String::from)
         .collect();
     if !args.iter().any(|a| a.starts_with("--dispatcher-listen")) {
@@ -259,8 +270,13 @@ pub fn log_tails(dir: &Path) -> String {
 impl Up {
     /// Starts `setlist up` with `args` on free ports and waits until it is ready.
     pub fn start(model: &Path, args: &[&str]) -> Up {
+        Up::start_serving(["--model", path_str(model)], args)
+    }
+
+    /// [`Up::start`] serving `serve`: `--model DIR` or `--slices DIR|URI`.
+    pub fn start_serving(serve: [&str; 2], args: &[&str]) -> Up {
         use std::io::BufRead;
-        let mut supervisor = UpProcess::spawn(model, args);
+        let mut supervisor = UpProcess::spawn_serving(serve, args);
         let stdout = supervisor.child.stdout.take().unwrap();
         let mut line = String::new();
         std::io::BufReader::new(stdout)
