@@ -36,4 +36,13 @@ else
 fi
 
 echo "== tests"
+# The operator's tests start a Kubernetes control plane (tests/src/k8s.rs)
+# and leave it for the next test; it is stopped when the run ends.
+k8s_run=/tmp/setlist-k8s-tests
+stop_control_plane() {
+  if [[ -f "$k8s_run/pids" || -d "$k8s_run/pids" ]] && [[ -x ../shared/k8s/stop.sh ]]; then
+    RUN=$k8s_run ../shared/k8s/stop.sh >/dev/null 2>&1 || true
+  fi
+}
+trap stop_control_plane EXIT
 cargo nextest run --release --workspace --no-fail-fast "${filter[@]}"

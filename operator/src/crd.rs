@@ -6,10 +6,11 @@
 //! checks, so a spec that cannot work is refused at `kubectl apply` with a
 //! sentence, not discovered later by the operator.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A partitioned next-song recommender: compute nodes holding one slice
 /// each, a dispatcher, and the listener's search API, over Kafka.
@@ -64,6 +65,11 @@ pub struct RecommenderClusterSpec {
     pub kafka: KafkaSpec,
     #[serde(default)]
     pub images: ImagesSpec,
+    /// Where the cluster's pods may run (every part alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// Stop every change to the cluster's objects (status is still written).
     #[serde(default)]
     pub paused: bool,
@@ -187,6 +193,52 @@ pub struct IngressSpec {
     pub tls_secret_name: Option<String>,
 }
 
+/// Node selection for every pod of the cluster, as in a pod spec.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// Who may reach the cluster's pods: the search API from anywhere, the
+/// dispatcher from the search API (and monitoring), compute nodes' HTTP
+/// ports (health and metrics) from monitoring only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Write the NetworkPolicies (they take effect where the cluster's
+    /// network plugin enforces them).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The namespaces monitoring scrapes from.
+    #[serde(default = "monitoring_namespaces")]
+    pub monitoring_namespace_selector: LabelSelector,
+}
+
+fn monitoring_namespaces() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            "monitoring".to_string(),
+        )])),
+        match_expressions: None,
+    }
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            monitoring_namespace_selector: monitoring_namespaces(),
+        }
+    }
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
@@ -209,6 +261,16 @@ pub struct KafkaSpec {
     /// every process as `--kafka-set KEY=VALUE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_name: Option<String>,
+    /// Give each compute node its pod name as a static group identity
+    /// (KIP-345): a restarted node takes its partitions back at once. Turn
+    /// off for brokers that mishandle static members.
+    #[serde(default = "yes")]
+    pub static_membership: bool,
+    /// How long the broker waits for a silent node before its partitions
+    /// move (brokers refuse less than their `group.min.session.timeout.ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 300000))]
+    pub session_timeout_ms: Option<u32>,
 }
 
 fn default_partitions() -> u32 {

@@ -4,6 +4,13 @@
 //! cluster needs with a pure function, applies them, and reports status.
 
 pub mod crd;
+pub mod desired;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod replace;
+pub mod status;
+pub mod topics;
 
 /// The CRD as YAML, as `setlist-operator crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {

@@ -2,6 +2,9 @@
 //! built by `cargo build --release --workspace --bins` (which `./setlist
 //! test` does before the tests).
 
+pub mod k8s;
+pub mod kubelet;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

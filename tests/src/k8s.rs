@@ -1,0 +1,251 @@
+//! A real Kubernetes control plane for the operator's tests, the way
+//! controller-runtime's envtest is used: the first test of a run starts
+//! `../shared/k8s/start.sh` (etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler on loopback), the others reuse it, each test in its own
+//! namespace. `scripts/test.sh` stops it after the run.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the test run's control plane keeps its state, and its ports: not
+/// the defaults, so a control plane someone runs by hand is left alone.
+pub const RUN: &str = "/tmp/setlist-k8s-tests";
+const PORTS: [(&str, u16); 5] = [
+    ("APISERVER_PORT", 16443),
+    ("ETCD_CLIENT_PORT", 12379),
+    ("ETCD_PEER_PORT", 12380),
+    ("CONTROLLER_MANAGER_PORT", 20257),
+    ("SCHEDULER_PORT", 20259),
+];
+
+/// The control-plane scripts: `SETLIST_K8S`, else `shared/k8s` beside the
+/// project. A test that needs them fails, saying so, where they are missing.
+pub fn scripts() -> PathBuf {
+    let dir = std::env::var_os("SETLIST_K8S")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s"));
+    assert!(
+        dir.join("start.sh").is_file(),
+        "no Kubernetes control plane at {}: set SETLIST_K8S to the folder with start.sh (the project's ../shared/k8s)",
+        dir.display()
+    );
+    dir
+}
+
+/// An admin kubeconfig for the run's control plane, started if it is not
+/// running yet.
+pub fn control_plane() -> PathBuf {
+    let kubeconfig = Path::new(RUN).join("kubeconfig");
+    let lock = File::create(format!("{RUN}.lock")).expect("the lock file can be made");
+    // One test starts it; the others wait here, then find it running.
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("the control plane's lock");
+    if !answers(&kubeconfig) {
+        let mut start = Command::new(scripts().join("start.sh"));
+        start.env("RUN", RUN);
+        for (name, port) in PORTS {
+            start.env(name, port.to_string());
+        }
+        let out = start.output().expect("start.sh runs");
+        assert!(
+            out.status.success() && answers(&kubeconfig),
+            "the control plane did not start:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    kubeconfig
+}
+
+fn answers(kubeconfig: &Path) -> bool {
+    kubeconfig.is_file()
+        && Command::new("kubectl")
+            .args(["--request-timeout=5s", "get", "--raw", "/readyz"])
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// `kubectl` against the run's control plane: (success, stdout, stderr).
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--request-timeout=30s")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A namespace of its own for one test, deleted (in the background) when
+/// dropped.
+pub struct Namespace {
+    pub name: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl Namespace {
+    pub fn new(kubeconfig: &Path, prefix: &str) -> Namespace {
+        let name = format!("{prefix}-{:x}", std::process::id() ^ rand_suffix());
+        let (ok, _, err) = kubectl(kubeconfig, &["create", "namespace", &name], None);
+        assert!(ok, "cannot create namespace {name}: {err}");
+        Namespace {
+            name,
+            kubeconfig: kubeconfig.to_path_buf(),
+        }
+    }
+
+    /// `kubectl -n <this namespace> ARGS…`.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&self.kubeconfig, &all, stdin)
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &self.kubeconfig,
+            &["delete", "namespace", &self.name, "--wait=false"],
+            None,
+        );
+    }
+}
+
+/// A `setlist-operator run` process against the run's control plane,
+/// watching one namespace, with its Lease there too; killed when dropped.
+pub struct Operator {
+    child: std::process::Child,
+    pub identity: String,
+    pub metrics_url: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(kubeconfig: &Path, namespace: &str, identity: &str, log_dir: &Path) -> Operator {
+        let port = setlist_core::ports::free_loopback_ports(1).expect("a free port");
+        let log = log_dir.join(format!("{identity}.log"));
+        let out = File::create(&log).expect("the operator's log");
+        let child = Command::new(crate::binary("setlist-operator"))
+            .args([
+                "run",
+                "--watch-namespace",
+                namespace,
+                "--lease-namespace",
+                namespace,
+            ])
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--identity={identity}"))
+            // Short, so the handover test takes seconds.
+            .arg("--lease-seconds=4")
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("setlist-operator starts");
+        Operator {
+            child,
+            identity: identity.to_string(),
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        }
+    }
+
+    /// `setlist_operator_leader`: 1 while it leads; None before it serves.
+    pub fn leads(&self) -> Option<bool> {
+        let text = crate::http()
+            .get(&self.metrics_url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        crate::metric(&text, "setlist_operator_leader", &[]).map(|v| v == 1.0)
+    }
+
+    pub fn metrics(&self) -> String {
+        crate::http()
+            .get(&self.metrics_url)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the operator did not stop within 40 s of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it gives a value, or fails after
+/// `bound` saying what was awaited and what `diagnose` shows.
+pub fn wait_for<T>(
+    bound: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+    diagnose: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {bound:?} for {what}:\n{}",
+            diagnose()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
