@@ -207,7 +207,8 @@ pub struct PlacementSpec {
 
 /// Who may reach the cluster's pods: the search API from anywhere, the
 /// dispatcher from the search API (and monitoring), compute nodes' HTTP
-/// ports (health and metrics) from monitoring only.
+/// ports (health and metrics) from monitoring and the operator (pods labelled
+/// `app.kubernetes.io/name: setlist-operator`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {

@@ -690,7 +690,8 @@ impl Context<'_> {
     }
 
     /// Deny by default, then open exactly: the search API to anyone, the
-    /// dispatcher to the search API and monitoring, nodes to monitoring.
+    /// dispatcher to the search API and monitoring, nodes to monitoring and
+    /// the operator.
     /// Egress stays open: Kafka and the slices' store are outside.
     fn network_policies(&self) -> Vec<NetworkPolicy> {
         let monitoring =
@@ -721,7 +722,11 @@ impl Context<'_> {
                 "compute-nodes",
                 "compute-node",
                 json!({ INSTANCE_LABEL: self.name, COMPONENT_LABEL: "compute-node" }),
-                Some(json!([monitoring])),
+                // The operator reads an unready node's /readyz to learn why.
+                Some(json!([monitoring, {
+                    "namespaceSelector": {},
+                    "podSelector": { "matchLabels": { "app.kubernetes.io/name": MANAGER } },
+                }])),
             ),
             policy(
                 "dispatcher",
@@ -1240,7 +1245,15 @@ networkPolicy: {{ enabled: false }}
         assert!(from[1].namespace_selector.is_some(), "and monitoring");
         let nodes = policy("demo-compute-nodes").ingress.unwrap();
         let from = nodes[0].from.as_ref().unwrap();
-        assert_eq!(from.len(), 1);
-        assert!(from[0].namespace_selector.is_some(), "monitoring only");
+        assert_eq!(from.len(), 2, "monitoring and the operator only");
+        assert!(from[0].namespace_selector.is_some() && from[0].pod_selector.is_none());
+        let operator = from[1]
+            .pod_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(operator["app.kubernetes.io/name"], MANAGER);
     }
 }

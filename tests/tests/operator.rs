@@ -482,3 +482,61 @@ fn the_operator_applies_shrinks_refuses_pauses_hands_over_and_cleans_up() {
         || format!("{:#?}", owned(&ns)),
     );
 }
+
+/// Topics managed by the operator, on tansu (a Kafka-protocol broker with
+/// an admin API): made when the cluster is applied, with a finalizer on the
+/// cluster; deleted with the cluster, after which the finalizer goes and
+/// the cluster with it.
+#[test]
+fn managed_topics_are_made_with_the_cluster_and_deleted_with_it() {
+    use setlist_core::kafka::KafkaSettings;
+    use setlist_operator::topics::{TopicAdmin, cluster_prefix};
+    use setlist_tests::k8s::{Operator, wait_for};
+    use std::time::Duration;
+    let tansu = setlist_tests::Tansu::start();
+    let kubeconfig = control_plane();
+    install_crd(&kubeconfig);
+    let ns = Namespace::new(&kubeconfig, "topics");
+    let dir = tempfile::tempdir().unwrap();
+    let slices = manifest_only(dir.path(), 2, 1, "v1");
+    let operator = Operator::start(&kubeconfig, &ns.name, "operator", dir.path());
+    apply_cluster(
+        &ns,
+        &serde_json::json!({
+            "model": { "uri": slices },
+            "stages": { "count": 2 },
+            "outputShards": { "count": 1 },
+            "dispatcher": { "replicas": 2 },
+            "kafka": { "bootstrapServers": tansu.bootstrap, "topicPartitions": 3 },
+        }),
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let admin = TopicAdmin::new(&KafkaSettings::new(tansu.bootstrap.clone())).unwrap();
+    let prefix = cluster_prefix(&ns.name, "demo").unwrap();
+    let topics = || runtime.block_on(admin.existing(&prefix)).unwrap_or_default();
+    let made = wait_for(
+        Duration::from_secs(60),
+        "the cluster's topics on the broker",
+        || {
+            let topics = topics();
+            (topics.len() == 6).then_some(topics)
+        },
+        || format!("{:?}\n{}", topics(), operator.log_text()),
+    );
+    let by_suffix = |suffix: &str| made.iter().find(|(name, _)| name.ends_with(suffix)).map(|(_, p)| *p);
+    assert_eq!(by_suffix(".stage-0"), Some(3), "{made:?}");
+    assert_eq!(by_suffix(".stage-2"), Some(3), "the shards' input: {made:?}");
+    assert_eq!(by_suffix(".results"), Some(2), "one reply partition per dispatcher: {made:?}");
+    assert_eq!(by_suffix(".dead-letter"), Some(1), "{made:?}");
+    let cluster = get_json(&ns, &["recommendercluster", "demo"]);
+    assert_eq!(cluster["metadata"]["finalizers"], serde_json::json!(["setlist.dev/kafka-topics"]));
+    let events = get_json(&ns, &["events", "--field-selector", "involvedObject.name=demo,reason=TopicsApplied"]);
+    assert!(
+        events["items"][0]["message"].as_str().unwrap_or_default().starts_with("created setlist."),
+        "{events}"
+    );
+
+    let (ok, _, err) = ns.kubectl(&["delete", "recommendercluster", "demo", "--timeout=60s"], None);
+    assert!(ok, "the cluster is deleted once its topics are: {err}\n{}", operator.log_text());
+    assert!(topics().is_empty(), "{:?}", topics());
+}
