@@ -940,3 +940,176 @@ async fn publish(
         tracing::warn!(%error, reason, "cannot publish an Event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The reconcile shell against a fake API server (`tower-test`): fast
+    //! checks of which requests a pass makes. The real API server tests in
+    //! `tests/tests/operator*.rs` are the proof.
+
+    use super::*;
+    use crate::crd::RecommenderClusterSpec;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+    use setlist_core::plan::PartitionPlan;
+    use setlist_core::shape::ModelConfig;
+    use setlist_core::slice::{FORMAT_VERSION, SLICES_FORMAT};
+    use tower_test::mock;
+
+    fn slices(dir: &std::path::Path, stages: u32) -> String {
+        let config = ModelConfig {
+            catalogue_size: 100,
+            embedding_dim: 8,
+            hidden_dim: 8,
+            lstm_layers: 3,
+            max_history: 10,
+            residual: false,
+        };
+        let manifest = SliceManifest {
+            format: SLICES_FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            model_version: "v7".into(),
+            plan: PartitionPlan::new(&config, stages, 2).unwrap(),
+            config,
+            slices: Vec::new(),
+            catalogue_sha256: String::new(),
+        };
+        std::fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_string(&manifest).unwrap(),
+        )
+        .unwrap();
+        format!("file://{}", dir.display())
+    }
+
+    fn cluster(uri: &str) -> RecommenderCluster {
+        let spec: RecommenderClusterSpec = serde_yaml::from_str(&format!(
+            "model: {{ uri: '{uri}' }}\nstages: {{ count: 3 }}\noutputShards: {{ count: 2 }}\nkafka: {{ bootstrapServers: 'k:9092' }}\n"
+        ))
+        .unwrap();
+        let mut cluster = RecommenderCluster::new("demo", spec);
+        cluster.metadata.namespace = Some("music".into());
+        cluster.metadata.uid = Some("u-1".into());
+        cluster.metadata.generation = Some(4);
+        cluster
+    }
+
+    fn context(client: Client) -> Arc<Context> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "setlist-operator".into(),
+                instance: None,
+            },
+        );
+        Arc::new(Context::new(client, recorder, Arc::new(Metrics::new())))
+    }
+
+    /// Answers every request with its own body (what a create returns, near
+    /// enough), a status write with the cluster, and records method, path
+    /// and body.
+    async fn serve(
+        mut handle: mock::Handle<Request<Body>, Response<Body>>,
+        requests: usize,
+        cluster: RecommenderCluster,
+    ) -> Vec<(String, String, serde_json::Value)> {
+        let mut seen = Vec::new();
+        for _ in 0..requests {
+            let Some((request, send)) = handle.next_request().await else {
+                break;
+            };
+            let method = request.method().to_string();
+            let path = request.uri().path().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let reply = if path.ends_with("/status") {
+                serde_json::to_vec(&cluster).unwrap()
+            } else {
+                bytes.to_vec()
+            };
+            send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+            seen.push((method, path, body));
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn slices_that_do_not_match_touch_nothing_but_status_and_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = slices(dir.path(), 2);
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let server = tokio::spawn(serve(handle, 3, cluster(&uri)));
+        let action = reconcile(Arc::new(cluster(&uri)), context(client))
+            .await
+            .unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+        let seen = server.await.unwrap();
+        let calls: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|(m, p, _)| (m.as_str(), p.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("POST", "/apis/events.k8s.io/v1/namespaces/music/events"),
+                ("POST", "/apis/events.k8s.io/v1/namespaces/music/events"),
+                (
+                    "PATCH",
+                    "/apis/setlist.dev/v1alpha1/namespaces/music/recommenderclusters/demo/status"
+                ),
+            ]
+        );
+        let event = &seen[0].2;
+        assert_eq!(event["reason"], "SpecRefused");
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("set stages.count to 2"),
+            "{event}"
+        );
+        assert_eq!(seen[1].2["reason"], "ModelNotReady", "the phase it enters");
+        let status = &seen[2].2["status"];
+        assert_eq!(status["observedGeneration"], 4);
+        assert_eq!(status["phase"], "ModelNotReady");
+        let model = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "ModelReady")
+            .unwrap();
+        assert_eq!(model["status"], "False");
+        assert_eq!(model["reason"], "SlicesDoNotMatch");
+    }
+
+    #[tokio::test]
+    async fn unreadable_slices_say_where_they_were_looked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("file://{}/nothing-here", dir.path().display());
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(serve(handle, 2, cluster(&uri)));
+        reconcile(
+            Arc::new(cluster(&uri)),
+            context(Client::new(service, "default")),
+        )
+        .await
+        .unwrap();
+        let seen = server.await.unwrap();
+        assert_eq!(seen.len(), 2, "only the phase's Event and status: {seen:?}");
+        assert!(seen[0].1.ends_with("/events"));
+        let status = &seen[1].2["status"];
+        let model = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "ModelReady")
+            .unwrap();
+        assert_eq!(model["reason"], "SlicesUnreadable");
+        assert!(
+            model["message"].as_str().unwrap().contains("nothing-here"),
+            "{model}"
+        );
+    }
+}
