@@ -513,7 +513,11 @@ fn managed_topics_are_made_with_the_cluster_and_deleted_with_it() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let admin = TopicAdmin::new(&KafkaSettings::new(tansu.bootstrap.clone())).unwrap();
     let prefix = cluster_prefix(&ns.name, "demo").unwrap();
-    let topics = || runtime.block_on(admin.existing(&prefix)).unwrap_or_default();
+    let topics = || {
+        runtime
+            .block_on(admin.existing(&prefix))
+            .unwrap_or_default()
+    };
     let made = wait_for(
         Duration::from_secs(60),
         "the cluster's topics on the broker",
@@ -523,20 +527,52 @@ fn managed_topics_are_made_with_the_cluster_and_deleted_with_it() {
         },
         || format!("{:?}\n{}", topics(), operator.log_text()),
     );
-    let by_suffix = |suffix: &str| made.iter().find(|(name, _)| name.ends_with(suffix)).map(|(_, p)| *p);
+    let by_suffix = |suffix: &str| {
+        made.iter()
+            .find(|(name, _)| name.ends_with(suffix))
+            .map(|(_, p)| *p)
+    };
     assert_eq!(by_suffix(".stage-0"), Some(3), "{made:?}");
-    assert_eq!(by_suffix(".stage-2"), Some(3), "the shards' input: {made:?}");
-    assert_eq!(by_suffix(".results"), Some(2), "one reply partition per dispatcher: {made:?}");
+    assert_eq!(
+        by_suffix(".stage-2"),
+        Some(3),
+        "the shards' input: {made:?}"
+    );
+    assert_eq!(
+        by_suffix(".results"),
+        Some(2),
+        "one reply partition per dispatcher: {made:?}"
+    );
     assert_eq!(by_suffix(".dead-letter"), Some(1), "{made:?}");
     let cluster = get_json(&ns, &["recommendercluster", "demo"]);
-    assert_eq!(cluster["metadata"]["finalizers"], serde_json::json!(["setlist.dev/kafka-topics"]));
-    let events = get_json(&ns, &["events", "--field-selector", "involvedObject.name=demo,reason=TopicsApplied"]);
+    assert_eq!(
+        cluster["metadata"]["finalizers"],
+        serde_json::json!(["setlist.dev/kafka-topics"])
+    );
+    let events = get_json(
+        &ns,
+        &[
+            "events",
+            "--field-selector",
+            "involvedObject.name=demo,reason=TopicsApplied",
+        ],
+    );
     assert!(
-        events["items"][0]["message"].as_str().unwrap_or_default().starts_with("created setlist."),
+        events["items"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("created setlist."),
         "{events}"
     );
 
-    let (ok, _, err) = ns.kubectl(&["delete", "recommendercluster", "demo", "--timeout=60s"], None);
-    assert!(ok, "the cluster is deleted once its topics are: {err}\n{}", operator.log_text());
+    let (ok, _, err) = ns.kubectl(
+        &["delete", "recommendercluster", "demo", "--timeout=60s"],
+        None,
+    );
+    assert!(
+        ok,
+        "the cluster is deleted once its topics are: {err}\n{}",
+        operator.log_text()
+    );
     assert!(topics().is_empty(), "{:?}", topics());
 }
