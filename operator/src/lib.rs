@@ -3,6 +3,7 @@
 //! slices' manifest (through `setlist-core`), computes every object a
 //! cluster needs with a pure function, applies them, and reports status.
 
+pub mod bench;
 pub mod crd;
 pub mod desired;
 pub mod leader;

@@ -1,5 +1,6 @@
 //! `setlist-operator`: `crd` prints the CustomResourceDefinition; `run`
-//! reconciles RecommenderClusters while this replica holds the leader Lease.
+//! reconciles RecommenderClusters while this replica holds the leader Lease;
+//! `bench` measures the operator on a real API server.
 
 use anyhow::{Context as _, Result};
 use axum::Router;
@@ -32,6 +33,31 @@ enum Command {
     /// Reconcile RecommenderClusters (with the in-cluster service account,
     /// or KUBECONFIG's context elsewhere).
     Run(RunArgs),
+    /// Measure the operator on KUBECONFIG's API server: installs the CRD,
+    /// reconciles in this process in a fresh namespace (deleted at the
+    /// end), and times creating clusters and changing their specs until
+    /// every object is applied. No pod runs: give it a test control plane.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// RecommenderClusters created at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    clusters: u32,
+    /// Pipeline stages of each cluster (2 replicas each).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=17))]
+    stages: u32,
+    /// Output shards of each cluster.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    shards: u32,
+    /// Spec changes to one cluster, each timed alone (odd rounds change
+    /// the stages' replicas, even ones the model).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Print one JSON object with every number instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +92,31 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(run(args))?,
+        Command::Bench(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(bench(args))?,
+    }
+    Ok(())
+}
+
+async fn bench(args: BenchArgs) -> Result<()> {
+    // The operator's own log only when asked for: its info lines would
+    // bury the report.
+    if std::env::var_os("RUST_LOG").is_some() {
+        setlist_core::telemetry::init_logging(LogFormat::Text);
+    }
+    let report = setlist_operator::bench::run(setlist_operator::bench::Options {
+        clusters: args.clusters,
+        stages: args.stages,
+        shards: args.shards,
+        rounds: args.rounds,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
     }
     Ok(())
 }

@@ -71,6 +71,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     manifests: Mutex<HashMap<String, (Instant, Arc<SliceManifest>)>>,
+    /// Per object (kind, namespace, name): the digest of what this process
+    /// last applied and the object's edit mark after it, so an unchanged
+    /// object is not applied again on every pass.
+    applied: Mutex<HashMap<(String, String, String), (String, String)>>,
     http: ureq::Agent,
 }
 
@@ -81,6 +85,7 @@ impl Context {
             recorder,
             metrics,
             manifests: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
             http: ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(1)))
                 .http_status_as_error(false)
@@ -309,9 +314,12 @@ async fn reconcile_inner(cluster: &RecommenderCluster, context: &Context) -> Res
             ensure_topics(cluster, context, &namespace, &manifest).await?;
         }
         apply_all(cluster, context, &namespace, &desired_state).await?;
-        held = replace_failed(cluster, context, &namespace, &mut history).await?;
     }
-    let parts = observe(cluster, context, &namespace).await?;
+    let pods = cluster_pods(cluster, context, &namespace).await?;
+    if !spec.paused {
+        held = replace_failed(cluster, context, &namespace, &pods, &mut history).await?;
+    }
+    let parts = observe(cluster, context, &namespace, &pods).await?;
     let settled = parts
         .iter()
         .all(|p| p.ready >= p.workload.replicas && p.rolled_out);
@@ -568,6 +576,23 @@ async fn apply_all(
     Ok(())
 }
 
+/// What identifies an object's content as someone last wrote it: its
+/// generation where it has one (status updates do not move it), else its
+/// resourceVersion.
+fn edit_mark<K: Resource>(object: &K) -> String {
+    match object.meta().generation {
+        Some(generation) => format!("g{generation}"),
+        None => format!("v{}", object.resource_version().unwrap_or_default()),
+    }
+}
+
+fn digest<K: Serialize>(object: &K) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        serde_json::to_vec(object).expect("an object serialises"),
+    ))
+}
+
 /// Reason, action, note, and the object it concerns: Events about
 /// different objects stay apart (the recorder folds repeats of one reason
 /// about one pair of objects into a series).
@@ -612,10 +637,26 @@ where
     let params = PatchParams::apply(MANAGER).force();
     for object in desired {
         let name = object.name_any();
+        let key = (kind.to_string(), namespace.to_string(), name.clone());
+        let digest = digest(object);
+        let current = existing.items.iter().find(|o| o.name_any() == name);
+        // Applied by this process as it is wanted now, and not changed by
+        // anyone since: asking the API server again would change nothing.
+        if let Some(current) = current
+            && context.applied.lock().expect("applied cache").get(&key)
+                == Some(&(digest.clone(), edit_mark(current)))
+        {
+            continue;
+        }
         let applied = api
             .patch(&name, &params, &Patch::Apply(object))
             .await
             .map_err(kube_error(format!("{kind} {name}")))?;
+        context
+            .applied
+            .lock()
+            .expect("applied cache")
+            .insert(key, (digest, edit_mark(&applied)));
         match versions.get(&name) {
             None => changes.push((
                 "Created",
@@ -665,21 +706,17 @@ where
     Ok(())
 }
 
-async fn compute_pods(
+/// Every pod of the cluster, read once a pass.
+async fn cluster_pods(
     cluster: &RecommenderCluster,
     context: &Context,
     namespace: &str,
 ) -> Result<Vec<Pod>, Error> {
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
-    let selector = format!(
-        "{},{}=compute-node",
-        desired::owned_selector(&cluster.name_any()),
-        desired::COMPONENT_LABEL
-    );
     Ok(pods
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&desired::owned_selector(&cluster.name_any())))
         .await
-        .map_err(kube_error("listing the compute nodes' pods"))?
+        .map_err(kube_error("listing the cluster's pods"))?
         .items)
 }
 
@@ -689,11 +726,14 @@ async fn replace_failed(
     cluster: &RecommenderCluster,
     context: &Context,
     namespace: &str,
+    pods: &[Pod],
     history: &mut ReplacementStatus,
 ) -> Result<Vec<String>, Error> {
-    let pods = compute_pods(cluster, context, namespace).await?;
+    let compute = pods.iter().filter(|p| {
+        p.labels().get(desired::COMPONENT_LABEL).map(String::as_str) == Some("compute-node")
+    });
     let mut nodes = Vec::new();
-    for pod in &pods {
+    for pod in compute {
         let Some(mut health) = NodeHealth::of(pod, PART_LABEL) else {
             continue;
         };
@@ -770,26 +810,34 @@ async fn observe(
     cluster: &RecommenderCluster,
     context: &Context,
     namespace: &str,
+    all_pods: &[Pod],
 ) -> Result<Vec<status::Observed>, Error> {
     let name = cluster.name_any();
-    let sets: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
-    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
-    let all_pods = pods
-        .list(&ListParams::default().labels(&desired::owned_selector(&name)))
-        .await
-        .map_err(kube_error("listing the cluster's pods"))?
-        .items;
+    let owned = ListParams::default().labels(&desired::owned_selector(&name));
+    let sets: BTreeMap<String, StatefulSet> =
+        Api::<StatefulSet>::namespaced(context.client.clone(), namespace)
+            .list(&owned)
+            .await
+            .map_err(kube_error("listing the cluster's StatefulSets"))?
+            .items
+            .into_iter()
+            .map(|s| (s.name_any(), s))
+            .collect();
+    let deployments: BTreeMap<String, Deployment> =
+        Api::<Deployment>::namespaced(context.client.clone(), namespace)
+            .list(&owned)
+            .await
+            .map_err(kube_error("listing the cluster's Deployments"))?
+            .items
+            .into_iter()
+            .map(|d| (d.name_any(), d))
+            .collect();
     let mut observed = Vec::new();
     for workload in desired::workloads(&name, &cluster.spec) {
         let (ready, rolled_out) = if workload.part == "search" {
-            match deployments
-                .get_opt(&workload.name)
-                .await
-                .map_err(kube_error(format!("Deployment {}", workload.name)))?
-            {
+            match deployments.get(&workload.name) {
                 Some(d) => {
-                    let s = d.status.unwrap_or_default();
+                    let s = d.status.clone().unwrap_or_default();
                     let current = s.observed_generation == d.metadata.generation
                         && s.updated_replicas.unwrap_or(0) as u32 == workload.replicas
                         && s.replicas.unwrap_or(0) as u32 == workload.replicas;
@@ -798,13 +846,9 @@ async fn observe(
                 None => (0, false),
             }
         } else {
-            match sets
-                .get_opt(&workload.name)
-                .await
-                .map_err(kube_error(format!("StatefulSet {}", workload.name)))?
-            {
+            match sets.get(&workload.name) {
                 Some(set) => {
-                    let s = set.status.unwrap_or_default();
+                    let s = set.status.clone().unwrap_or_default();
                     let current = s.observed_generation == set.metadata.generation
                         && s.updated_replicas.unwrap_or(0) as u32 == workload.replicas
                         && s.current_revision == s.update_revision;
