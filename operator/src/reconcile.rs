@@ -65,6 +65,11 @@ fn kube_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { what, source }
 }
 
+/// An object by kind, namespace and name.
+type ObjectKey = (String, String, String);
+/// The digest of what was applied, and the object's edit mark after it.
+type Applied = (String, String);
+
 /// What every reconcile pass shares.
 pub struct Context {
     pub client: Client,
@@ -74,7 +79,7 @@ pub struct Context {
     /// Per object (kind, namespace, name): the digest of what this process
     /// last applied and the object's edit mark after it, so an unchanged
     /// object is not applied again on every pass.
-    applied: Mutex<HashMap<(String, String, String), (String, String)>>,
+    applied: Mutex<HashMap<ObjectKey, Applied>>,
     http: ureq::Agent,
 }
 
