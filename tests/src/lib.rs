@@ -698,3 +698,31 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             if wanted { value.parse().ok() } else { None }
         })
 }
+
+/// `setlist recommend` on the whole model: one answer per playlist, top-10.
+pub fn whole_model_answers(
+    model: &Path,
+    dir: &Path,
+    playlists: &[Vec<String>],
+) -> Vec<serde_json::Value> {
+    let lines: Vec<String> = playlists
+        .iter()
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"id": i.to_string(), "tracks": p}).to_string())
+        .collect();
+    let queries = dir.join("queries.jsonl");
+    std::fs::write(&queries, lines.join("\n")).unwrap();
+    let out = dir.join("answers.jsonl");
+    setlist_ok(&[
+        "recommend",
+        "--model",
+        path_str(model),
+        "--input",
+        path_str(&queries),
+        "--k",
+        "10",
+        "--output",
+        path_str(&out),
+    ]);
+    read_jsonl(&out)
+}

@@ -14,7 +14,7 @@ use setlist_core::topics::Topics;
 use setlist_tests::k8s::{Namespace, Operator, control_plane, kubectl, wait_for};
 use setlist_tests::kubelet::{NodeOptions, StandInNode};
 use setlist_tests::{
-    DistinctPlaylists, catalogue_ids, path_str, post, read_jsonl, setlist_ok, small_model,
+    DistinctPlaylists, catalogue_ids, path_str, post, setlist_ok, small_model, whole_model_answers,
 };
 use std::fs;
 use std::path::Path;
@@ -35,30 +35,6 @@ fn tracks(answer: &Value) -> Vec<String> {
         .iter()
         .map(|r| r["track"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// `setlist recommend` on the whole model for each playlist.
-fn whole_model(model: &Path, dir: &Path, playlists: &[Vec<String>]) -> Vec<Vec<String>> {
-    let lines: Vec<String> = playlists
-        .iter()
-        .enumerate()
-        .map(|(i, p)| json!({"id": i.to_string(), "tracks": p}).to_string())
-        .collect();
-    let queries = dir.join("queries.jsonl");
-    fs::write(&queries, lines.join("\n")).unwrap();
-    let out = dir.join("answers.jsonl");
-    setlist_ok(&[
-        "recommend",
-        "--model",
-        path_str(model),
-        "--input",
-        path_str(&queries),
-        "--k",
-        "10",
-        "--output",
-        path_str(&out),
-    ]);
-    read_jsonl(&out).iter().map(tracks).collect()
 }
 
 fn get_json(ns: &Namespace, args: &[&str]) -> Value {
@@ -185,7 +161,10 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
     let ids = catalogue_ids(&model);
     let mut fresh = DistinctPlaylists::new(&ids);
     let playlists: Vec<Vec<String>> = (0..40).map(|_| fresh.fresh()).collect();
-    let expected = whole_model(&model, dir.path(), &playlists);
+    let expected: Vec<Vec<String>> = whole_model_answers(&model, dir.path(), &playlists)
+        .iter()
+        .map(tracks)
+        .collect();
     let ask = |playlist: &[String]| {
         post(
             &format!("{dispatcher}/v1/recommendations"),

@@ -11,11 +11,10 @@ use serde_json::{Value, json};
 use setlist_core::topics::Topics;
 use setlist_core::wire::{Activations, Body, Frame, RowMeta, Values};
 use setlist_tests::{
-    DistinctPlaylists, Tansu, Up, catalogue_ids, get_text, metric, path_str, post, read_jsonl,
-    setlist_ok, small_model,
+    DistinctPlaylists, Tansu, Up, catalogue_ids, get_text, metric, post, setlist_ok, small_model,
+    whole_model_answers,
 };
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Deterministic playlists of 1..=12 catalogue songs.
@@ -36,30 +35,6 @@ fn tracks(answer: &Value) -> Vec<String> {
         .iter()
         .map(|r| r["track"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// `setlist recommend` on the whole model: one answer per playlist, top-10.
-fn whole_model_answers(model: &Path, dir: &Path, playlists: &[Vec<String>]) -> Vec<Value> {
-    let lines: Vec<String> = playlists
-        .iter()
-        .enumerate()
-        .map(|(i, p)| json!({"id": i.to_string(), "tracks": p}).to_string())
-        .collect();
-    let queries = dir.join("queries.jsonl");
-    fs::write(&queries, lines.join("\n")).unwrap();
-    let out = dir.join("answers.jsonl");
-    setlist_ok(&[
-        "recommend",
-        "--model",
-        path_str(model),
-        "--input",
-        path_str(&queries),
-        "--k",
-        "10",
-        "--output",
-        path_str(&out),
-    ]);
-    read_jsonl(&out)
 }
 
 /// Every playlist through the dispatcher gets the whole model's top-10, with
