@@ -205,10 +205,12 @@ pub fn status(
                     } else {
                         "AsExpected"
                     },
-                    if held.is_empty() {
+                    if !held.is_empty() {
+                        held.join("; ")
+                    } else if degraded {
                         short.join("; ")
                     } else {
-                        held.join("; ")
+                        "nothing needs a person".into()
                     },
                 ),
                 condition(
@@ -348,6 +350,7 @@ mod tests {
         let status = status(None, Some(1), &outcome, ReplacementStatus::default(), now());
         assert_eq!(get(&status, "Progressing").status, "True");
         assert_eq!(get(&status, "Degraded").status, "False");
+        assert_eq!(get(&status, "Degraded").message, "nothing needs a person");
         assert_eq!(status.phase.as_deref(), Some("Progressing"));
     }
 
