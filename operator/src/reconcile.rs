@@ -320,7 +320,7 @@ async fn reconcile_inner(cluster: &RecommenderCluster, context: &Context) -> Res
         }
         apply_all(cluster, context, &namespace, &desired_state).await?;
     }
-    let pods = cluster_pods(cluster, context, &namespace).await?;
+    let pods = health_of(context, &cluster_pods(cluster, context, &namespace).await?).await;
     if !spec.paused {
         held = replace_failed(cluster, context, &namespace, &pods, &mut history).await?;
     }
@@ -711,6 +711,26 @@ where
     Ok(())
 }
 
+/// What each pod of the cluster says, read once a pass; an unready compute
+/// node's `/readyz` sentence too (it says why better than the probe's
+/// status code).
+async fn health_of(context: &Context, pods: &[Pod]) -> Vec<NodeHealth> {
+    let mut health = Vec::new();
+    for pod in pods {
+        let Some(mut node) = NodeHealth::of(pod, PART_LABEL) else {
+            continue;
+        };
+        if !node.ready && !node.terminating && desired::component_of(&node.part) == "compute-node" {
+            node.readiness = context
+                .readiness(pod)
+                .await
+                .filter(|text| text.starts_with("not ready"));
+        }
+        health.push(node);
+    }
+    health
+}
+
 /// Every pod of the cluster, read once a pass.
 async fn cluster_pods(
     cluster: &RecommenderCluster,
@@ -731,25 +751,14 @@ async fn replace_failed(
     cluster: &RecommenderCluster,
     context: &Context,
     namespace: &str,
-    pods: &[Pod],
+    pods: &[NodeHealth],
     history: &mut ReplacementStatus,
 ) -> Result<Vec<String>, Error> {
-    let compute = pods.iter().filter(|p| {
-        p.labels().get(desired::COMPONENT_LABEL).map(String::as_str) == Some("compute-node")
-    });
-    let mut nodes = Vec::new();
-    for pod in compute {
-        let Some(mut health) = NodeHealth::of(pod, PART_LABEL) else {
-            continue;
-        };
-        if !health.ready && !health.terminating {
-            health.readiness = context
-                .readiness(pod)
-                .await
-                .filter(|text| text.starts_with("not ready"));
-        }
-        nodes.push(health);
-    }
+    let nodes: Vec<NodeHealth> = pods
+        .iter()
+        .filter(|n| desired::component_of(&n.part) == "compute-node")
+        .cloned()
+        .collect();
     let now = Timestamp::now();
     let grace = Duration::from_secs(cluster.spec.replacement_grace_seconds.into());
     let (decisions, held) = replace::decide(&nodes, &history.recent, now, grace);
@@ -815,7 +824,7 @@ async fn observe(
     cluster: &RecommenderCluster,
     context: &Context,
     namespace: &str,
-    all_pods: &[Pod],
+    pods: &[NodeHealth],
 ) -> Result<Vec<status::Observed>, Error> {
     let name = cluster.name_any();
     let owned = ListParams::default().labels(&desired::owned_selector(&name));
@@ -862,24 +871,11 @@ async fn observe(
                 None => (0, false),
             }
         };
-        let mut problems = Vec::new();
-        for pod in all_pods
+        let problems = pods
             .iter()
-            .filter(|p| p.labels().get(PART_LABEL) == Some(&workload.part))
-        {
-            if let Some(health) = NodeHealth::of(pod, PART_LABEL)
-                && !health.ready
-            {
-                let mut health = health;
-                if workload.compute && !health.terminating {
-                    health.readiness = context
-                        .readiness(pod)
-                        .await
-                        .filter(|t| t.starts_with("not ready"));
-                }
-                problems.push((health.pod.clone(), health.problem()));
-            }
-        }
+            .filter(|n| n.part == workload.part && !n.ready)
+            .map(|n| (n.pod.clone(), n.problem()))
+            .collect();
         observed.push(status::Observed {
             workload,
             ready,

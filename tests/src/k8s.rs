@@ -104,7 +104,49 @@ pub struct Namespace {
     pub kubeconfig: PathBuf,
 }
 
+/// A file of the repository, for `kubectl apply -f`.
+pub fn repo_file(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// Installs the CRD from `crds/` (idempotent: server-side apply) and waits
+/// until the API server serves it.
+pub fn install_crd(kubeconfig: &Path) {
+    let crd = repo_file("crds/recommenderclusters.setlist.dev.yaml");
+    let (ok, _, err) = kubectl(
+        kubeconfig,
+        &["apply", "--server-side", "--force-conflicts", "-f", &crd],
+        None,
+    );
+    assert!(ok, "the CRD installs: {err}");
+    let (ok, _, err) = kubectl(
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/recommenderclusters.setlist.dev",
+        ],
+        None,
+    );
+    assert!(ok, "the CRD is established: {err}");
+}
+
 impl Namespace {
+    /// `kubectl get ARGS… -o json` in this namespace.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let (ok, out, err) = self.kubectl(&all, None);
+        assert!(ok, "kubectl get {args:?}: {err}");
+        serde_json::from_str(&out).expect("kubectl prints JSON")
+    }
+
     pub fn new(kubeconfig: &Path, prefix: &str) -> Namespace {
         let name = format!("{prefix}-{:x}", std::process::id() ^ rand_suffix());
         let (ok, _, err) = kubectl(kubeconfig, &["create", "namespace", &name], None);

@@ -3,39 +3,8 @@
 //! to the CRD's bounds, defaults and CEL rules.
 
 use serde_json::Value;
-use setlist_tests::k8s::{Namespace, control_plane, kubectl};
+use setlist_tests::k8s::{Namespace, control_plane, install_crd, repo_file};
 use std::path::Path;
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-/// Installs the CRD from `crds/` (idempotent: server-side apply) and waits
-/// until the API server serves it.
-fn install_crd(kubeconfig: &Path) {
-    let crd = repo("crds/recommenderclusters.setlist.dev.yaml");
-    let (ok, _, err) = kubectl(
-        kubeconfig,
-        &["apply", "--server-side", "--force-conflicts", "-f", &crd],
-        None,
-    );
-    assert!(ok, "the CRD installs: {err}");
-    let (ok, _, err) = kubectl(
-        kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/recommenderclusters.setlist.dev",
-        ],
-        None,
-    );
-    assert!(ok, "the CRD is established: {err}");
-}
 
 #[test]
 fn the_api_server_fills_defaults_and_refuses_specs_that_cannot_work() {
@@ -43,7 +12,7 @@ fn the_api_server_fills_defaults_and_refuses_specs_that_cannot_work() {
     install_crd(&kubeconfig);
     let ns = Namespace::new(&kubeconfig, "crd");
 
-    let sample = repo("manifests/samples/recommendercluster-demo.yaml");
+    let sample = repo_file("manifests/samples/recommendercluster-demo.yaml");
     let (ok, _, err) = ns.kubectl(&["apply", "-f", &sample], None);
     assert!(ok, "the sample is accepted: {err}");
     let (_, json, _) = ns.kubectl(&["get", "recommendercluster", "demo", "-o", "json"], None);
@@ -141,20 +110,9 @@ fn manifest_only(dir: &Path, stages: u32, shards: u32, version: &str) -> String 
     format!("file://{}", dir.display())
 }
 
-fn get_json(ns: &Namespace, args: &[&str]) -> Value {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let (ok, out, err) = ns.kubectl(&all, None);
-    assert!(ok, "kubectl get {args:?}: {err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 /// `kind → sorted names` of what the operator owns for cluster `demo`.
 fn owned(ns: &Namespace) -> std::collections::BTreeMap<String, Vec<String>> {
-    let list = get_json(
-        ns,
-        &[
+    let list = ns.get_json(&[
             "statefulsets,deployments,services,configmaps,serviceaccounts,poddisruptionbudgets,networkpolicies,ingresses",
             "-l",
             "app.kubernetes.io/instance=demo,app.kubernetes.io/managed-by=setlist-operator",
@@ -174,7 +132,7 @@ fn owned(ns: &Namespace) -> std::collections::BTreeMap<String, Vec<String>> {
 }
 
 fn status(ns: &Namespace) -> Value {
-    get_json(ns, &["recommendercluster", "demo"])["status"].clone()
+    ns.get_json(&["recommendercluster", "demo"])["status"].clone()
 }
 
 fn condition(status: &Value, type_: &str) -> Value {
@@ -281,11 +239,8 @@ fn the_operator_applies_shrinks_refuses_pauses_hands_over_and_cleans_up() {
     );
 
     // Owned by the cluster, labelled, restricted.
-    let uid = get_json(&ns, &["recommendercluster", "demo"])["metadata"]["uid"].clone();
-    let sets = get_json(
-        &ns,
-        &["statefulsets", "-l", "app.kubernetes.io/instance=demo"],
-    );
+    let uid = ns.get_json(&["recommendercluster", "demo"])["metadata"]["uid"].clone();
+    let sets = ns.get_json(&["statefulsets", "-l", "app.kubernetes.io/instance=demo"]);
     for set in sets["items"].as_array().unwrap() {
         let meta = &set["metadata"];
         assert_eq!(meta["ownerReferences"][0]["uid"], uid, "{meta}");
@@ -301,7 +256,7 @@ fn the_operator_applies_shrinks_refuses_pauses_hands_over_and_cleans_up() {
             true
         );
     }
-    let stage1 = get_json(&ns, &["statefulset", "demo-stage-1"]);
+    let stage1 = ns.get_json(&["statefulset", "demo-stage-1"]);
     assert_eq!(stage1["spec"]["replicas"], 2);
 
     // Status and Events.
@@ -330,10 +285,7 @@ fn the_operator_applies_shrinks_refuses_pauses_hands_over_and_cleans_up() {
         7,
         "{status_now}"
     );
-    let events = get_json(
-        &ns,
-        &["events", "--field-selector", "involvedObject.name=demo"],
-    );
+    let events = ns.get_json(&["events", "--field-selector", "involvedObject.name=demo"]);
     let notes: Vec<String> = events["items"]
         .as_array()
         .unwrap()
@@ -449,7 +401,7 @@ fn the_operator_applies_shrinks_refuses_pauses_hands_over_and_cleans_up() {
     spec["dispatcher"] = serde_json::json!({ "replicas": 3 });
     apply_cluster(&ns, &spec);
     std::thread::sleep(Duration::from_secs(3));
-    let dispatcher = get_json(&ns, &["statefulset", "demo-dispatcher"]);
+    let dispatcher = ns.get_json(&["statefulset", "demo-dispatcher"]);
     assert_eq!(dispatcher["spec"]["replicas"], 1, "paused: nothing changes");
     spec["paused"] = serde_json::json!(false);
     apply_cluster(&ns, &spec);
@@ -457,7 +409,7 @@ fn the_operator_applies_shrinks_refuses_pauses_hands_over_and_cleans_up() {
         Duration::from_secs(30),
         "the held change to be applied",
         || {
-            (get_json(&ns, &["statefulset", "demo-dispatcher"])["spec"]["replicas"] == 3)
+            (ns.get_json(&["statefulset", "demo-dispatcher"])["spec"]["replicas"] == 3)
                 .then_some(())
         },
         || standby.log_text(),
@@ -544,19 +496,16 @@ fn managed_topics_are_made_with_the_cluster_and_deleted_with_it() {
         "one reply partition per dispatcher: {made:?}"
     );
     assert_eq!(by_suffix(".dead-letter"), Some(1), "{made:?}");
-    let cluster = get_json(&ns, &["recommendercluster", "demo"]);
+    let cluster = ns.get_json(&["recommendercluster", "demo"]);
     assert_eq!(
         cluster["metadata"]["finalizers"],
         serde_json::json!(["setlist.dev/kafka-topics"])
     );
-    let events = get_json(
-        &ns,
-        &[
-            "events",
-            "--field-selector",
-            "involvedObject.name=demo,reason=TopicsApplied",
-        ],
-    );
+    let events = ns.get_json(&[
+        "events",
+        "--field-selector",
+        "involvedObject.name=demo,reason=TopicsApplied",
+    ]);
     assert!(
         events["items"][0]["message"]
             .as_str()

@@ -11,22 +11,13 @@ use rdkafka::producer::DefaultProducerContext;
 use serde_json::{Value, json};
 use setlist_core::slice::SliceManifest;
 use setlist_core::topics::Topics;
-use setlist_tests::k8s::{Namespace, Operator, control_plane, kubectl, wait_for};
+use setlist_tests::k8s::{Namespace, Operator, control_plane, install_crd, repo_file, wait_for};
 use setlist_tests::kubelet::{NodeOptions, StandInNode};
 use setlist_tests::{
     DistinctPlaylists, catalogue_ids, path_str, post, setlist_ok, small_model, whole_model_answers,
 };
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path)
-        .display()
-        .to_string()
-}
 
 fn tracks(answer: &Value) -> Vec<String> {
     answer["recommendations"]
@@ -37,36 +28,10 @@ fn tracks(answer: &Value) -> Vec<String> {
         .collect()
 }
 
-fn get_json(ns: &Namespace, args: &[&str]) -> Value {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let (ok, out, err) = ns.kubectl(&all, None);
-    assert!(ok, "kubectl get {args:?}: {err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 #[test]
 fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_replaced() {
     let kubeconfig = control_plane();
-    let crd = repo("crds/recommenderclusters.setlist.dev.yaml");
-    let (ok, _, err) = kubectl(
-        &kubeconfig,
-        &["apply", "--server-side", "--force-conflicts", "-f", &crd],
-        None,
-    );
-    assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(
-        &kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/recommenderclusters.setlist.dev",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    install_crd(&kubeconfig);
     let ns = Namespace::new(&kubeconfig, "e2e");
     // Not under /tmp: pods mount an emptyDir there, which hides the host's
     // /tmp from them as it would on a real node.
@@ -115,7 +80,7 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
 
     // The sample, pointed at this test's slices, broker and node.
     let sample: serde_yaml::Value = serde_yaml::from_str(
-        &fs::read_to_string(repo("manifests/samples/recommendercluster-demo.yaml")).unwrap(),
+        &fs::read_to_string(repo_file("manifests/samples/recommendercluster-demo.yaml")).unwrap(),
     )
     .unwrap();
     let mut cluster: Value = serde_json::to_value(sample).unwrap();
@@ -142,7 +107,7 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
         Duration::from_secs(240),
         "the cluster to be Running",
         || {
-            let status = get_json(&ns, &["recommendercluster", "demo"])["status"].clone();
+            let status = ns.get_json(&["recommendercluster", "demo"])["status"].clone();
             (status["phase"] == "Running").then_some(status)
         },
         diagnose,
@@ -179,7 +144,7 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
     }
     // And the listener's side reaches the dispatcher through its Service.
     let search = format!("http://{}:8080", {
-        let pods = get_json(&ns, &["pods", "-l", "setlist.dev/part=search"]);
+        let pods = ns.get_json(&["pods", "-l", "setlist.dev/part=search"]);
         let name = pods["items"][0]["metadata"]["name"]
             .as_str()
             .unwrap()
@@ -198,11 +163,11 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
 
     // Kill stage-1's node until its pod crash-loops.
     let pod = "demo-stage-1-0";
-    let uid = get_json(&ns, &["pod", pod])["metadata"]["uid"].clone();
+    let uid = ns.get_json(&["pod", pod])["metadata"]["uid"].clone();
     let mut last_kill = Instant::now();
     let mut kills = 0;
     let replaced = loop {
-        let now = get_json(&ns, &["pod", pod]);
+        let now = ns.get_json(&["pod", pod]);
         if now["metadata"]["uid"] != uid && now["metadata"]["uid"].is_string() {
             break now;
         }
@@ -264,7 +229,7 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
         Duration::from_secs(30),
         "the replacement in status",
         || {
-            let status = get_json(&ns, &["recommendercluster", "demo"])["status"].clone();
+            let status = ns.get_json(&["recommendercluster", "demo"])["status"].clone();
             (status["replacements"]["count"].as_u64() >= Some(1)).then_some(status)
         },
         diagnose,
@@ -280,14 +245,11 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
             .contains("crash-looping after"),
         "{status}"
     );
-    let events = get_json(
-        &ns,
-        &[
-            "events",
-            "--field-selector",
-            "involvedObject.name=demo,reason=NodeReplaced",
-        ],
-    );
+    let events = ns.get_json(&[
+        "events",
+        "--field-selector",
+        "involvedObject.name=demo,reason=NodeReplaced",
+    ]);
     let note = events["items"][0]["message"]
         .as_str()
         .unwrap_or_default()
@@ -309,7 +271,7 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
         Duration::from_secs(60),
         "Running again",
         || {
-            (get_json(&ns, &["recommendercluster", "demo"])["status"]["phase"] == "Running")
+            (ns.get_json(&["recommendercluster", "demo"])["status"]["phase"] == "Running")
                 .then_some(())
         },
         diagnose,
