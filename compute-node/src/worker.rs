@@ -11,7 +11,7 @@ use crate::batch::{Assembly, drop_expired};
 use crate::config::Config;
 use crate::delivery::{Pending, dead_letter_headers, dead_letter_payload, frame_tied, rows_only};
 use crate::health::Health;
-use crate::kafka::{Complaints, DeliveryContext, NodeContext};
+use crate::kafka::{Complaints, ConsumerLag, DeliveryContext, NodeContext};
 use crate::ledger::{BatchId, Commits, Ledger};
 use crate::metadata::ResultsPartitions;
 use crate::metrics::Metrics;
@@ -23,6 +23,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::{Consumer as TopicConsumer, Topics};
+use setlist_core::trace::request_ids;
 use setlist_core::wire::{Activations, Body, Frame, Hop, WireError, concat, split_rows};
 use setlist_model::ops::RowQuery;
 use setlist_model::pipeline::{from_activations, to_activations};
@@ -65,6 +66,10 @@ fn read_results_partitions(
 /// Batches awaiting acknowledgement before the node stops taking more:
 /// enough to keep the pipeline full, few enough to redo quickly on a crash.
 const MAX_IN_FLIGHT: usize = 32;
+
+/// How often librdkafka measures the input partitions' lag: often enough
+/// for a lag alert's rate over minutes, rarely enough to cost nothing.
+const LAG_EVERY_MS: u32 = 5_000;
 
 /// One consumed message, checked against this node as it arrives.
 struct Received {
@@ -166,6 +171,7 @@ impl Worker {
         let settings = KafkaSettings::new(&config.kafka)
             .with_overrides(&config.kafka_set)
             .map_err(anyhow::Error::msg)?;
+        let input_topic = topics.input_of(consumer_kind, stages);
         let consumer: BaseConsumer<NodeContext> = setlist_service::kafka::client_config(
             &settings,
             &Role::GroupConsumer {
@@ -174,13 +180,15 @@ impl Worker {
                 session_timeout_ms: config.session_timeout_ms,
             },
         )
+        // Statistics carry each partition's lag, which /metrics shows.
+        .set("statistics.interval.ms", LAG_EVERY_MS.to_string())
         .create_with_context(NodeContext {
             complaints: complaints.clone(),
             commits: Mutex::new(Commits::default()),
             rebalances: metrics.rebalances.clone(),
+            lag: ConsumerLag::new(input_topic.clone(), metrics.consumer_lag.clone()),
         })
         .context("cannot create the Kafka consumer")?;
-        let input_topic = topics.input_of(consumer_kind, stages);
         consumer
             .subscribe(&[&input_topic])
             .context("cannot subscribe to the input topic")?;
@@ -337,8 +345,22 @@ impl Worker {
                     self.dead_letter_refused(id, &source, &refused.rejection, &refused.payload)?;
                 }
                 Ok((frame, activations)) => {
+                    tracing::debug!(
+                        request_ids = %request_ids(frame.rows.iter().map(|r| r.request_id)),
+                        trace_context = %frame.trace_context,
+                        %source,
+                        "computing a frame"
+                    );
+                    let late = request_ids(
+                        frame
+                            .rows
+                            .iter()
+                            .filter(|r| r.deadline_unix_ms < now_ms)
+                            .map(|r| r.request_id),
+                    );
                     let (alive, expired) = drop_expired(frame, activations, now_ms);
                     if expired > 0 {
+                        tracing::debug!(request_ids = %late, %source, "dropping rows past their deadline");
                         self.metrics
                             .dropped_rows
                             .with_label_values(&["deadline_expired"])
@@ -464,7 +486,18 @@ impl Worker {
         rejection: &Rejection,
         payload: &[u8],
     ) -> Result<()> {
-        tracing::warn!(reason = rejection.reason.label(), detail = %rejection.detail, %source, "dead-lettering a frame");
+        // The ids of a frame refused for what it says rather than how it
+        // is written, so its requests can still be found in the logs.
+        let ids = Frame::decode(payload)
+            .map(|f| request_ids(f.rows.iter().map(|r| r.request_id)))
+            .unwrap_or_default();
+        tracing::warn!(
+            reason = rejection.reason.label(),
+            detail = %rejection.detail,
+            %source,
+            request_ids = %ids,
+            "dead-lettering a frame"
+        );
         self.metrics
             .dead_letters
             .with_label_values(&[rejection.reason.label()])
@@ -488,7 +521,13 @@ impl Worker {
         source: &str,
         rejection: &Rejection,
     ) -> Result<()> {
-        tracing::warn!(reason = rejection.reason.label(), detail = %rejection.detail, %source, rows = rows.rows.len(), "dead-lettering the rows of an output");
+        tracing::warn!(
+            reason = rejection.reason.label(),
+            detail = %rejection.detail,
+            %source,
+            request_ids = %request_ids(rows.rows.iter().map(|r| r.request_id)),
+            "dead-lettering the rows of an output"
+        );
         self.metrics
             .dead_letters
             .with_label_values(&[rejection.reason.label()])

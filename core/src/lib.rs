@@ -24,4 +24,5 @@ pub mod shape;
 pub mod slice;
 pub mod telemetry;
 pub mod topics;
+pub mod trace;
 pub mod wire;

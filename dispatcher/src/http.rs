@@ -10,13 +10,15 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use setlist_core::api::{self, RecommendationRequest};
 use setlist_core::query::{Limits, QueryError};
-use setlist_service::http::{error, guarded, read_within, unavailable};
+use setlist_core::trace::TraceParent;
+use setlist_service::http::{error, guarded, read_within, traced, unavailable};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 const MAX_WAIT_SECONDS: u64 = 30;
 
@@ -55,7 +57,11 @@ impl App {
     }
 }
 
-async fn recommend(State(app): State<App>, body: Body) -> Response {
+async fn recommend(
+    State(app): State<App>,
+    Extension(trace): Extension<TraceParent>,
+    body: Body,
+) -> Response {
     let request = match app.parse(body).await {
         Ok((request, _)) => request,
         Err(response) => return response,
@@ -63,10 +69,14 @@ async fn recommend(State(app): State<App>, body: Body) -> Response {
     let deadline = request
         .deadline_ms
         .unwrap_or(app.dispatcher.config.default_deadline_ms);
-    Json(app.dispatcher.recommend(&request, deadline).await).into_response()
+    Json(app.dispatcher.recommend(&request, deadline, trace).await).into_response()
 }
 
-async fn create_job(State(app): State<App>, body: Body) -> Response {
+async fn create_job(
+    State(app): State<App>,
+    Extension(trace): Extension<TraceParent>,
+    body: Body,
+) -> Response {
     let (request, bytes) = match app.parse(body).await {
         Ok(parsed) => parsed,
         Err(response) => return response,
@@ -93,10 +103,13 @@ async fn create_job(State(app): State<App>, body: Body) -> Response {
     };
     let dispatcher = dispatcher.clone();
     // If this task panics, dropping `job` marks it FAILED.
-    tokio::spawn(async move {
-        job.start();
-        job.done(dispatcher.recommend(&request, deadline).await);
-    });
+    tokio::spawn(
+        async move {
+            job.start();
+            job.done(dispatcher.recommend(&request, deadline, trace).await);
+        }
+        .instrument(tracing::Span::current()),
+    );
     (StatusCode::ACCEPTED, Json(accepted)).into_response()
 }
 
@@ -158,6 +171,7 @@ pub fn router(dispatcher: Arc<Dispatcher>) -> Router {
         .route("/v1/jobs", post(create_job))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/status", get(status))
+        .route_layer(axum::middleware::from_fn(traced))
         // The handlers enforce the body limit themselves, with a JSON error.
         .layer(DefaultBodyLimit::disable())
         .with_state(app);

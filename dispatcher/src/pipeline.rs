@@ -22,6 +22,7 @@ use crate::retry::RetryBudget;
 use rand::RngExt;
 use setlist_core::breaker::{Breaker, Decision, State as BreakerState, Ticket, Verdict};
 use setlist_core::telemetry::now_unix_us;
+use setlist_core::trace::RequestId;
 use setlist_core::wire::{Hop, RowMeta, Scored};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -97,10 +98,14 @@ impl Pipeline {
     /// Asks the pipeline, publishing through `submit`, and waits for the
     /// answer until just before `deadline`; an error says why the fallback
     /// must answer instead.
+    /// Asks the pipeline for `query`'s answer by `deadline`, under the
+    /// request id `wanted` (the trace id) unless another request in flight
+    /// holds it already.
     pub async fn ask(
         &self,
         query: &Query,
         deadline: Instant,
+        wanted: RequestId,
         submit: impl Fn(Submission) -> Result<(), QueueFull>,
     ) -> Result<Answer, FallbackReason> {
         let now = Instant::now();
@@ -120,7 +125,7 @@ impl Pipeline {
         let (reporter, mut reports) = mpsc::channel(MAX_ATTEMPTS as usize + 1);
         let (flight, mut next) = Flight::new(give_up.into_std(), self.pipeline_timeout);
         let mut guard = InFlight {
-            id: self.register(query.k, reporter),
+            id: self.register(query.k, reporter, wanted),
             pipeline: self,
             ticket,
             flight,
@@ -177,13 +182,21 @@ impl Pipeline {
         }
     }
 
-    fn register(&self, k: usize, reporter: Reporter) -> u128 {
+    fn register(&self, k: usize, reporter: Reporter, wanted: RequestId) -> u128 {
         let mut requests = lock(&self.requests);
-        let id = loop {
-            let id: u128 = rand::rng().random();
-            if requests.insert(id, k, reporter.clone()) {
-                break id;
-            }
+        let id = if requests.insert(wanted.0, k, reporter.clone()) {
+            wanted.0
+        } else {
+            let id = loop {
+                let id: u128 = rand::rng().random();
+                if requests.insert(id, k, reporter.clone()) {
+                    break id;
+                }
+            };
+            // Two requests of one trace at once (a client reusing its
+            // traceparent): the frames need one id per request.
+            tracing::info!(pipeline_request_id = %RequestId(id), "another request of this trace is in flight; this one has its own id in the pipeline");
+            id
         };
         self.metrics.requests_in_flight.set(requests.len() as i64);
         id
@@ -315,6 +328,7 @@ impl Drop for InFlight<'_> {
 mod tests {
     use super::*;
     use futures::FutureExt;
+    use setlist_core::trace::TraceParent;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, LazyLock};
 
@@ -352,6 +366,10 @@ mod tests {
         }
     }
 
+    fn any_id() -> RequestId {
+        TraceParent::new_root().request_id()
+    }
+
     fn in_ms(ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms)
     }
@@ -369,11 +387,31 @@ mod tests {
         (submit, published)
     }
 
+    #[tokio::test]
+    async fn a_request_goes_by_its_trace_id_unless_another_in_flight_holds_it() {
+        let pipeline = Pipeline::new(&settings(), Metrics::new());
+        let (submit, mut published) = recorder();
+        let trace = any_id();
+        let first = pipeline.ask(query(), in_ms(60_000), trace, submit.clone());
+        let second = pipeline.ask(query(), in_ms(60_000), trace, submit);
+        let answering = async {
+            let a = published.recv().await.unwrap();
+            let b = published.recv().await.unwrap();
+            assert_eq!(a, trace.0, "the first request carries its trace id");
+            assert_ne!(b, a, "the second gets its own id");
+            pipeline.offer(0, &[row(a)], vec![scored(7)], &[]);
+            pipeline.offer(0, &[row(b)], vec![scored(8)], &[]);
+        };
+        let (first, second, ()) = tokio::join!(first, second, answering);
+        assert_eq!(first.unwrap().scored, scored(7));
+        assert_eq!(second.unwrap().scored, scored(8));
+    }
+
     /// Opens the breaker (threshold 1, no cooldown) with one request whose
     /// frame the broker refused.
     async fn open(pipeline: &Pipeline) {
         let (submit, mut published) = recorder();
-        let asking = pipeline.ask(query(), in_ms(60_000), submit);
+        let asking = pipeline.ask(query(), in_ms(60_000), any_id(), submit);
         let failing = async {
             let id = published.recv().await.unwrap();
             pipeline.fail(&[id]);
@@ -396,7 +434,7 @@ mod tests {
             Metrics::new(),
         );
         let (submit, mut published) = recorder();
-        let asking = pipeline.ask(query(), in_ms(60_000), submit);
+        let asking = pipeline.ask(query(), in_ms(60_000), any_id(), submit);
         let answering = async {
             let id = published.recv().await.unwrap();
             pipeline.offer(0, &[row(id)], vec![scored(5)], &[]);
@@ -423,7 +461,7 @@ mod tests {
     async fn a_client_that_leaves_leaves_nothing_behind() {
         let pipeline = Pipeline::new(&settings(), Metrics::new());
         let (submit, mut published) = recorder();
-        let asking = pipeline.ask(query(), in_ms(60_000), submit);
+        let asking = pipeline.ask(query(), in_ms(60_000), any_id(), submit);
         assert!(
             asking.now_or_never().is_none(),
             "still waiting when dropped"
@@ -453,14 +491,14 @@ mod tests {
                 Ok(())
             }
         };
-        let probe = pipeline.ask(query(), in_ms(60_000), counting.clone());
+        let probe = pipeline.ask(query(), in_ms(60_000), any_id(), counting.clone());
         assert!(probe.now_or_never().is_none());
         assert_eq!(
             submitted.load(Ordering::Relaxed),
             1,
             "the probe was published"
         );
-        let next = pipeline.ask(query(), in_ms(60_000), counting);
+        let next = pipeline.ask(query(), in_ms(60_000), any_id(), counting);
         assert!(next.now_or_never().is_none());
         assert_eq!(
             submitted.load(Ordering::Relaxed),
@@ -476,7 +514,7 @@ mod tests {
         let pipeline = Pipeline::new(&settings(), Metrics::new());
         let (submit, mut published) = recorder();
         let short: Vec<_> = (0..30)
-            .map(|_| pipeline.ask(query(), in_ms(10), submit.clone()))
+            .map(|_| pipeline.ask(query(), in_ms(10), any_id(), submit.clone()))
             .collect();
         for result in futures::future::join_all(short).await {
             assert_eq!(result.unwrap_err(), FallbackReason::Deadline);
@@ -486,7 +524,7 @@ mod tests {
             BreakerState::Closed { failures: 0 }
         );
         while published.try_recv().is_ok() {}
-        let asking = pipeline.ask(query(), in_ms(60_000), submit);
+        let asking = pipeline.ask(query(), in_ms(60_000), any_id(), submit);
         let answering = async {
             let id = published.recv().await.unwrap();
             pipeline.offer(0, &[row(id)], vec![scored(5)], &[]);
@@ -499,7 +537,7 @@ mod tests {
     async fn a_deadline_below_the_fastest_recent_answer_is_not_published() {
         let pipeline = Pipeline::new(&settings(), Metrics::new());
         let (submit, mut published) = recorder();
-        let asking = pipeline.ask(query(), in_ms(60_000), submit.clone());
+        let asking = pipeline.ask(query(), in_ms(60_000), any_id(), submit.clone());
         let answering = async {
             let id = published.recv().await.unwrap();
             // The pipeline takes 50 ms to answer: a deadline of 20 ms
@@ -508,7 +546,7 @@ mod tests {
             pipeline.offer(0, &[row(id)], vec![scored(5)], &[]);
         };
         assert!(tokio::join!(asking, answering).0.is_ok());
-        let result = pipeline.ask(query(), in_ms(20), submit).await;
+        let result = pipeline.ask(query(), in_ms(20), any_id(), submit).await;
         assert_eq!(result.unwrap_err(), FallbackReason::DeadlineTooShort);
         assert!(published.try_recv().is_err(), "nothing was published");
         assert_eq!(
@@ -527,7 +565,9 @@ mod tests {
         };
         let pipeline = Pipeline::new(&quick, Metrics::new());
         let (submit, mut published) = recorder();
-        let result = pipeline.ask(query(), in_ms(300), submit.clone()).await;
+        let result = pipeline
+            .ask(query(), in_ms(300), any_id(), submit.clone())
+            .await;
         assert_eq!(result.unwrap_err(), FallbackReason::Deadline);
         assert_eq!(published.try_recv().ok().map(|_| ()), Some(()));
         assert!(published.try_recv().is_err(), "no budget, no retry");
@@ -545,7 +585,7 @@ mod tests {
             },
             Metrics::new(),
         );
-        let asking = generous.ask(query(), in_ms(60_000), submit);
+        let asking = generous.ask(query(), in_ms(60_000), any_id(), submit);
         let answering = async {
             let first = published.recv().await.unwrap();
             let retry = published.recv().await.unwrap();
@@ -566,7 +606,7 @@ mod tests {
     async fn a_full_queue_is_overloaded_not_a_pipeline_failure() {
         let pipeline = Pipeline::new(&settings(), Metrics::new());
         let result = pipeline
-            .ask(query(), in_ms(60_000), |_| Err(QueueFull))
+            .ask(query(), in_ms(60_000), any_id(), |_| Err(QueueFull))
             .await;
         assert_eq!(result.unwrap_err(), FallbackReason::Overloaded);
         assert_eq!(

@@ -12,6 +12,7 @@ use crate::supervise::{self, Heartbeat};
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use setlist_core::telemetry::now_unix_us;
+use setlist_core::trace::{TraceParent, request_ids};
 use setlist_core::wire::{Body, Frame, Hop, track_ids};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -71,10 +72,13 @@ impl<D: Deliver> Publisher<D> {
             return Ok(Vec::new());
         };
         let histories: Vec<&[u32]> = batch.iter().map(|s| s.history.as_slice()).collect();
-        let trace = format!(
-            "00-{:032x}-{:016x}-01",
-            first.row.request_id, first.row.request_id as u64
-        );
+        // A frame carries many requests but one trace context: its first
+        // request's, sent on by this publish; the rows carry every id.
+        let trace = TraceParent {
+            trace_id: first.row.request_id,
+            ..TraceParent::new_root()
+        }
+        .to_string();
         let frame = Frame {
             model_version: self.frames.model_version.clone(),
             stage: 0,
@@ -146,14 +150,15 @@ impl<D: Deliver> Publisher<D> {
                     batch.drain(..).map(|queued| queued.submission).collect();
                 flush_at = None;
                 self.metrics.frame_rows.observe(submissions.len() as f64);
+                let ids: Vec<u128> = submissions.iter().map(|s| s.row.request_id).collect();
                 match self.encode(&submissions) {
                     Ok(pieces) => {
+                        tracing::debug!(request_ids = %request_ids(ids), frames = pieces.len(), "publishing to stage 0");
                         deliveries.extend(pieces.into_iter().map(|p| self.deliver_piece(p)))
                     }
                     Err(error) => {
-                        tracing::error!(%error, "cannot fit a request into a Kafka message");
+                        tracing::error!(%error, request_ids = %request_ids(ids.iter().copied()), "cannot fit a request into a Kafka message");
                         self.metrics.publish_errors.inc();
-                        let ids: Vec<u128> = submissions.iter().map(|s| s.row.request_id).collect();
                         failed(&ids);
                     }
                 }
@@ -166,7 +171,7 @@ impl<D: Deliver> Publisher<D> {
                 biased;
                 Some((ids, delivery)) = deliveries.next(), if !deliveries.is_empty() => {
                     if let Delivery::Refused(error) = delivery {
-                        tracing::warn!(%error, requests = ids.len(), "publishing to stage 0 failed");
+                        tracing::warn!(%error, request_ids = %request_ids(ids.iter().copied()), "publishing to stage 0 failed");
                         self.metrics.publish_errors.inc();
                         failed(&ids);
                     }

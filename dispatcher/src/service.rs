@@ -30,6 +30,7 @@ use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::query;
 use setlist_core::slice::SliceSet;
 use setlist_core::topics::Topics;
+use setlist_core::trace::{TraceParent, request_ids};
 use setlist_core::wire::{Body, Frame, Hop};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +115,13 @@ impl Dispatcher {
                 .create()
                 .context("cannot create the Kafka producer")?;
         let metrics = Metrics::new();
+        metrics
+            .model_info
+            .with_label_values(&[manifest.model_version.as_str()])
+            .set(1);
+        metrics
+            .deadline_seconds
+            .set(config.default_deadline_ms as f64 / 1000.0);
         let shards = manifest.plan.output_shards.len();
         let max_history = manifest.config.max_history as usize;
         let (queue, queued) = submission_queue(config.submission_queue_bytes);
@@ -228,11 +236,13 @@ impl Dispatcher {
         Ok(end)
     }
 
-    /// Answers one validated request within `deadline_ms`.
+    /// Answers one validated request within `deadline_ms`; its frames go
+    /// by `trace`'s id.
     pub async fn recommend(
         &self,
         request: &RecommendationRequest,
         deadline_ms: u64,
+        trace: TraceParent,
     ) -> RecommendationResponse {
         let started = tokio::time::Instant::now();
         let deadline = started + Duration::from_millis(deadline_ms);
@@ -276,7 +286,9 @@ impl Dispatcher {
                         k: key.k,
                     };
                     self.pipeline
-                        .ask(&query, deadline, |s| self.queue.try_submit(s))
+                        .ask(&query, deadline, trace.request_id(), |s| {
+                            self.queue.try_submit(s)
+                        })
                         .await
                         .map(|answer| {
                             response.timings.stages = self.record_hops(&answer.hops);
@@ -307,6 +319,12 @@ impl Dispatcher {
         };
         response.recommendations = query::recommendations(&self.catalogue, &scored);
         response.timings.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(
+            cached = response.cached,
+            fallback_reason = response.fallback_reason.as_deref().unwrap_or("none"),
+            total_ms = response.timings.total_ms,
+            "answered"
+        );
         self.metrics
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -415,6 +433,11 @@ impl Dispatcher {
             tracing::warn!(model_version = %frame.model_version, "ignoring a result of another model");
             return;
         }
+        tracing::debug!(
+            shard = frame.stage,
+            request_ids = %request_ids(frame.rows.iter().map(|r| r.request_id)),
+            "a shard's result"
+        );
         self.pipeline
             .offer(frame.stage as usize, &frame.rows, lists, &frame.hops);
     }

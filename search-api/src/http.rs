@@ -12,15 +12,16 @@ use crate::ui;
 use crate::verify::{self, MatchedBy, Verdict};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use setlist_core::api::RecommendationResponse;
 use setlist_core::catalogue::Song;
 use setlist_core::playlist_file::{self, PlaylistFileError};
-use setlist_service::http::{error, guarded, read_within};
+use setlist_core::trace::TraceParent;
+use setlist_service::http::{error, guarded, read_within, traced};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -34,7 +35,6 @@ pub const MAX_SEARCH_LIMIT: usize = 50;
 pub const MAX_RECOMMENDATIONS: usize = 100;
 /// A recommendation request's body: 10,000 ids of 512 bytes fit.
 const MAX_RECOMMEND_BODY: usize = 6 * 1024 * 1024;
-const REQUEST_ID: &str = "x-request-id";
 
 /// An error, as every route answers one.
 #[derive(Serialize, ToSchema)]
@@ -261,28 +261,6 @@ fn bad_request(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
-/// The request's id (`x-request-id`, or a new one), so that its events and
-/// the logs of every process it touches can be matched.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| format!("{:016x}", rand_id()), str::to_string)
-}
-
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
-fn with_id(mut response: Response, id: &str) -> Response {
-    if let Ok(value) = HeaderValue::from_str(id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    response
-}
-
 /// Songs for what the listener typed: title, artist and album words, the
 /// last one as a prefix, small typos forgiven.
 #[utoipa::path(
@@ -296,12 +274,10 @@ fn with_id(mut response: Response, id: &str) -> Response {
 )]
 async fn search_songs(
     State(search): State<Arc<Search>>,
-    headers: HeaderMap,
+    Extension(trace): Extension<TraceParent>,
     Query(params): Query<SearchParams>,
 ) -> Response {
-    let id = request_id(&headers);
-    let answer = songs_for(&search, &params, &id);
-    with_id(answer, &id)
+    songs_for(&search, &params, &trace.request_id().to_string())
 }
 
 fn songs_for(search: &Search, params: &SearchParams, id: &str) -> Response {
@@ -327,7 +303,7 @@ fn songs_for(search: &Search, params: &SearchParams, id: &str) -> Response {
     let hits = match search.index.search(&params.q, limit) {
         Ok(hits) => hits,
         Err(e) => {
-            tracing::error!(request_id = %id, error = %e, "search failed");
+            tracing::error!(error = %e, "search failed");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the search failed: {e}"),
@@ -401,21 +377,18 @@ async fn song(State(search): State<Arc<Search>>, Path(id): Path<String>) -> Resp
 )]
 async fn verify_playlist(
     State(search): State<Arc<Search>>,
-    headers: HeaderMap,
+    Extension(trace): Extension<TraceParent>,
     body: Body,
 ) -> Response {
-    let id = request_id(&headers);
+    let id = trace.request_id().to_string();
     let limits = playlist_file::Limits::default();
     let Some(bytes) = read_within(body, limits.max_bytes).await else {
-        return with_id(
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the file is over the limit of {} MiB; split the playlist",
-                    limits.max_bytes >> 20
-                ),
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the file is over the limit of {} MiB; split the playlist",
+                limits.max_bytes >> 20
             ),
-            &id,
         );
     };
     let parsed = match playlist_file::parse(&bytes, &limits) {
@@ -427,7 +400,7 @@ async fn verify_playlist(
                 | PlaylistFileError::TooManyPlaylists { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::BAD_REQUEST,
             };
-            return with_id(error(status, e.to_string()), &id);
+            return error(status, e.to_string());
         }
     };
     // Matching a large file is CPU work: off the async workers.
@@ -440,12 +413,9 @@ async fn verify_playlist(
     {
         Ok(done) => done,
         Err(e) => {
-            return with_id(
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("checking the playlist failed: {e}"),
-                ),
-                &id,
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("checking the playlist failed: {e}"),
             );
         }
     };
@@ -527,7 +497,7 @@ async fn verify_playlist(
             recognised: recognised_ids,
         },
     );
-    with_id(Json(response).into_response(), &id)
+    Json(response).into_response()
 }
 
 /// Recommendations for a playlist of at least 5 songs: the model's, through
@@ -543,8 +513,12 @@ async fn verify_playlist(
         (status = 413, body = ErrorResponse)
     )
 )]
-async fn recommend(State(search): State<Arc<Search>>, headers: HeaderMap, body: Body) -> Response {
-    let id = request_id(&headers);
+async fn recommend(
+    State(search): State<Arc<Search>>,
+    Extension(trace): Extension<TraceParent>,
+    body: Body,
+) -> Response {
+    let id = trace.request_id().to_string();
     let answer = async {
         let Some(bytes) = read_within(body, MAX_RECOMMEND_BODY).await else {
             return Err(error(
@@ -573,10 +547,10 @@ async fn recommend(State(search): State<Arc<Search>>, headers: HeaderMap, body: 
                 distinct.len()
             )));
         }
-        let answer = match search.dispatcher.recommend(&request.songs, k).await {
+        let answer = match search.dispatcher.recommend(&request.songs, k, trace.child()).await {
             Called::Answered(answer) => answer,
             Called::Failed { reason, detail } => {
-                tracing::warn!(request_id = %id, reason, detail, "answering from the popularity fallback");
+                tracing::warn!(reason, detail, "answering from the popularity fallback");
                 recommend::fallback(
                     &search.catalogue,
                     &search.model_version,
@@ -587,6 +561,12 @@ async fn recommend(State(search): State<Arc<Search>>, headers: HeaderMap, body: 
             }
         };
         let response = search.view(answer);
+        tracing::debug!(
+            songs = response.songs.len(),
+            fallback = response.fallback,
+            model_version = %response.model_version,
+            "recommended"
+        );
         search.events.record(
             &id,
             ListenerEvent::RecommendationsShown {
@@ -599,7 +579,7 @@ async fn recommend(State(search): State<Arc<Search>>, headers: HeaderMap, body: 
         Ok(Json(response).into_response())
     }
     .await;
-    with_id(answer.unwrap_or_else(|e| e), &id)
+    answer.unwrap_or_else(|e| e)
 }
 
 /// The served model and the pipeline's state, as the page's status line
@@ -677,6 +657,7 @@ pub fn router(search: Arc<Search>) -> Router {
         .route("/v1/playlists/verify", post(verify_playlist))
         .route("/v1/recommendations", post(recommend))
         .route("/v1/status", get(status))
+        .route_layer(axum::middleware::from_fn(traced))
         // The handlers enforce their body limits themselves, with a JSON error.
         .layer(DefaultBodyLimit::disable())
         .with_state(search.clone());

@@ -9,6 +9,7 @@ use setlist_core::api::{RecommendationRequest, RecommendationResponse, Timings};
 use setlist_core::breaker::{Breaker, Decision, State, Ticket, Verdict};
 use setlist_core::catalogue::Catalogue;
 use setlist_core::query;
+use setlist_core::trace::{TRACEPARENT, TraceParent};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -136,8 +137,9 @@ impl Dispatcher {
         });
     }
 
-    /// The dispatcher's answer for `tracks`, or why there is none.
-    pub async fn recommend(&self, tracks: &[String], k: usize) -> Called {
+    /// The dispatcher's answer for `tracks`, or why there is none; the
+    /// call carries `trace` in its `traceparent`.
+    pub async fn recommend(&self, tracks: &[String], k: usize, trace: TraceParent) -> Called {
         let decision = self
             .breaker
             .lock()
@@ -157,12 +159,12 @@ impl Dispatcher {
             ticket,
             verdict: Verdict::Inconclusive,
         };
-        let called = self.call(tracks, k).await;
+        let called = self.call(tracks, k, trace).await;
         report.verdict = verdict(&called);
         called
     }
 
-    async fn call(&self, tracks: &[String], k: usize) -> Called {
+    async fn call(&self, tracks: &[String], k: usize, trace: TraceParent) -> Called {
         let request = RecommendationRequest {
             tracks: tracks.to_vec(),
             k,
@@ -173,7 +175,14 @@ impl Dispatcher {
             reason: DISPATCHER_UNREACHABLE,
             detail,
         };
-        let response = match self.http.post(&self.url).json(&request).send().await {
+        let response = match self
+            .http
+            .post(&self.url)
+            .header(TRACEPARENT, trace.to_string())
+            .json(&request)
+            .send()
+            .await
+        {
             Ok(response) => response,
             Err(e) if e.is_timeout() => {
                 return unreachable(format!(
@@ -283,12 +292,18 @@ mod tests {
         );
         let tracks = vec!["s1".to_string()];
         for _ in 0..2 {
-            match dispatcher.recommend(&tracks, 5).await {
+            match dispatcher
+                .recommend(&tracks, 5, TraceParent::new_root())
+                .await
+            {
                 Called::Failed { reason, .. } => assert_eq!(reason, DISPATCHER_UNREACHABLE),
                 other => panic!("{other:?}"),
             }
         }
-        match dispatcher.recommend(&tracks, 5).await {
+        match dispatcher
+            .recommend(&tracks, 5, TraceParent::new_root())
+            .await
+        {
             Called::Failed { reason, .. } => assert_eq!(reason, CIRCUIT_OPEN),
             other => panic!("{other:?}"),
         }
@@ -320,15 +335,19 @@ mod tests {
         // One timed-out call opens the breaker; after the cooldown the next
         // call is the probe.
         assert!(matches!(
-            dispatcher.recommend(&tracks, 5).await,
+            dispatcher
+                .recommend(&tracks, 5, TraceParent::new_root())
+                .await,
             Called::Failed {
                 reason: DISPATCHER_UNREACHABLE,
                 ..
             }
         ));
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let probe =
-            tokio::time::timeout(Duration::from_millis(100), dispatcher.recommend(&tracks, 5));
+        let probe = tokio::time::timeout(
+            Duration::from_millis(100),
+            dispatcher.recommend(&tracks, 5, TraceParent::new_root()),
+        );
         assert!(
             probe.await.is_err(),
             "the probe is still waiting when its listener leaves"

@@ -10,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{BoxError, Json, Router};
 use prometheus::IntCounterVec;
 use setlist_core::api::ErrorBody;
+use setlist_core::trace::{RequestId, TRACEPARENT, TraceParent};
 use std::time::Duration;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tracing::Instrument;
 
 /// What a client refused for load should wait before trying again.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
@@ -79,6 +81,9 @@ pub fn guarded(
     timeout: Duration,
     shed: IntCounterVec,
 ) -> Router {
+    for reason in ["overloaded", "timeout"] {
+        shed.with_label_values(&[reason]);
+    }
     let refuse = move |failure: BoxError| {
         let shed = shed.clone();
         async move {
@@ -116,6 +121,40 @@ pub fn guarded(
             .layer(GlobalConcurrencyLimitLayer::new(max_concurrent))
             .timeout(timeout),
     )
+}
+
+/// The header that tells a caller its request's id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The trace a request belongs to: the caller's `traceparent`, else a
+/// caller's `x-request-id` in the same 32-hex form, else a new trace.
+pub fn trace_of(headers: &axum::http::HeaderMap) -> TraceParent {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(parent) = header(TRACEPARENT).and_then(TraceParent::parse) {
+        return parent;
+    }
+    match header(REQUEST_ID).and_then(RequestId::parse) {
+        Some(id) => TraceParent {
+            trace_id: id.0,
+            ..TraceParent::new_root()
+        },
+        None => TraceParent::new_root(),
+    }
+}
+
+/// Middleware: gives every request its [`TraceParent`] (as an extension
+/// handlers read), runs it inside a `request` span whose `request_id` every
+/// log line about it then carries, and returns the id in `x-request-id`.
+pub async fn traced(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let trace = trace_of(request.headers());
+    let id = trace.request_id().to_string();
+    request.extensions_mut().insert(trace);
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
 }
 
 #[cfg(test)]
