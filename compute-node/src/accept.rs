@@ -38,6 +38,21 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, so /metrics shows each at 0 before it first happens.
+    pub const ALL: [Reason; 11] = [
+        Reason::Undecodable,
+        Reason::WrongModelVersion,
+        Reason::WrongStage,
+        Reason::WrongShape,
+        Reason::TooManyHops,
+        Reason::HistoryTooLong,
+        Reason::TrackOutOfRange,
+        Reason::UnknownReplyPartition,
+        Reason::DeadlineTooFar,
+        Reason::OutputTooLarge,
+        Reason::OutputRefused,
+    ];
+
     pub const fn label(self) -> &'static str {
         match self {
             Reason::Undecodable => "undecodable",

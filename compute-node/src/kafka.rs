@@ -6,11 +6,13 @@
 use crate::health::Health;
 use crate::ledger::Commits;
 use crate::throttle::Throttle;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGaugeVec};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,11 +63,76 @@ pub struct NodeContext {
     pub commits: Mutex<Commits>,
     /// Counts each assignment and revocation.
     pub rebalances: IntCounter,
+    pub lag: ConsumerLag,
 }
 
 impl ClientContext for NodeContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.complaints.client_error(error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.lag
+            .show(lag_by_partition(&statistics, &self.lag.topic));
+    }
+}
+
+/// Lag of the partitions of `topic` this consumer fetches, as librdkafka
+/// last measured it: the partition's end offset less the consumer's
+/// position. A partition the group never consumed has no position yet; it
+/// would be read from its start (`auto.offset.reset` earliest), so all it
+/// holds is behind. Partitions it does not fetch, or whose offsets are not
+/// known yet, are left out rather than shown as 0.
+pub fn lag_by_partition(statistics: &Statistics, topic: &str) -> BTreeMap<i32, i64> {
+    statistics
+        .topics
+        .get(topic)
+        .into_iter()
+        .flat_map(|t| t.partitions.values())
+        .filter(|p| p.partition >= 0 && p.desired)
+        .filter_map(|p| {
+            let lag = if p.consumer_lag >= 0 {
+                p.consumer_lag
+            } else if p.app_offset < 0 && p.committed_offset < 0 && p.lo_offset >= 0 {
+                p.hi_offset - p.lo_offset
+            } else {
+                return None;
+            };
+            (lag >= 0).then_some((p.partition, lag))
+        })
+        .collect()
+}
+
+/// The `consumer_lag` gauge of the input topic: one series per partition
+/// this node holds now, so a revoked partition's series goes away instead
+/// of showing its last lag for ever.
+pub struct ConsumerLag {
+    pub topic: String,
+    pub gauge: IntGaugeVec,
+    shown: Mutex<Vec<String>>,
+}
+
+impl ConsumerLag {
+    pub fn new(topic: String, gauge: IntGaugeVec) -> ConsumerLag {
+        ConsumerLag {
+            topic,
+            gauge,
+            shown: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn show(&self, lag: BTreeMap<i32, i64>) {
+        let now: Vec<String> = lag.keys().map(i32::to_string).collect();
+        let mut shown = self.shown.lock().expect("lag lock");
+        for gone in shown.iter().filter(|p| !now.contains(p)) {
+            let _ = self.gauge.remove_label_values(&[gone]);
+        }
+        for (partition, lag) in &lag {
+            self.gauge
+                .with_label_values(&[&partition.to_string()])
+                .set(*lag);
+        }
+        *shown = now;
     }
 }
 

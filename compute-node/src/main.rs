@@ -84,6 +84,10 @@ async fn main() -> Result<()> {
     let worker = match load_slice(&config).await {
         Ok((slice, manifest)) => {
             tracing::info!(%part, model_version = %manifest.model_version, slices = %config.slices(), "slice loaded and verified");
+            metrics
+                .model_info
+                .with_label_values(&[manifest.model_version.as_str()])
+                .set(1);
             let worker = Worker::new(
                 slice,
                 &manifest,

@@ -1,9 +1,12 @@
 //! What a node reports on /metrics. Every series carries `part`
 //! (`stage-0`, `shard-1`, …) so a dashboard shows the cost of each hop.
 
+use crate::accept::Reason;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use setlist_core::telemetry::latency_buckets;
 use setlist_service::health::Readiness;
 
@@ -34,6 +37,11 @@ pub struct Metrics {
     /// revocation): a few when replicas come and go, growing all the time
     /// when the group never settles.
     pub rebalances: IntCounter,
+    /// Messages behind the end of each assigned input partition, by
+    /// `partition`, from librdkafka's statistics.
+    pub consumer_lag: IntGaugeVec,
+    /// 1, labelled with the `model_version` of the slice this node serves.
+    pub model_info: IntGaugeVec,
 }
 
 /// `ready` as /readyz would answer at the moment of each scrape.
@@ -90,6 +98,13 @@ impl Metrics {
                 .expect("each metric is registered once");
             g
         };
+        let gauge_vec = |name: &str, help: &str, label: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid gauge options");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("each metric is registered once");
+            g
+        };
         let ready = IntGauge::new(
             "ready",
             "1 when the node serves: slice loaded, partitions assigned, broker reachable.",
@@ -104,7 +119,7 @@ impl Metrics {
         let rows = vec![
             1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
         ];
-        Metrics {
+        let metrics = Metrics {
             queue_wait: histogram(
                 "queue_wait_seconds",
                 "Time from a frame's arrival to the start of its batch's forward pass.",
@@ -154,8 +169,29 @@ impl Metrics {
                 "rebalances_total",
                 "Assignments and revocations of this node's input partitions.",
             ),
+            consumer_lag: gauge_vec(
+                "consumer_lag",
+                "Messages behind the end of each assigned input partition.",
+                "partition",
+            ),
+            model_info: gauge_vec(
+                "model_info",
+                "1, labelled with the model version of the slice this node serves.",
+                "model_version",
+            ),
             registry,
+        };
+        // Every reason shows at 0 from the start, so a rate over it is 0
+        // rather than no data, and the first dead letter is an increase.
+        for reason in Reason::ALL.map(Reason::label) {
+            metrics.dead_letters.with_label_values(&[reason]);
+            metrics.lost_dead_letters.with_label_values(&[reason]);
+            metrics.dropped_rows.with_label_values(&[reason]);
         }
+        metrics
+            .dropped_rows
+            .with_label_values(&["deadline_expired"]);
+        metrics
     }
 }
 

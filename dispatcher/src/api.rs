@@ -27,6 +27,17 @@ pub enum FallbackReason {
 }
 
 impl FallbackReason {
+    /// Every reason, so /metrics shows each at 0 before it first happens.
+    pub const ALL: [FallbackReason; 7] = [
+        FallbackReason::NoKnownTracks,
+        FallbackReason::CircuitOpen,
+        FallbackReason::DeadlineTooShort,
+        FallbackReason::Deadline,
+        FallbackReason::PublishFailed,
+        FallbackReason::Overloaded,
+        FallbackReason::BrokerUnreachable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FallbackReason::NoKnownTracks => "no_known_tracks",

@@ -42,6 +42,9 @@ pub fn count_evictions<K, V>(
     evictions: &IntCounterVec,
     store: &'static str,
 ) -> impl Fn(Arc<K>, V, RemovalCause) + Send + Sync + 'static {
+    for cause in ["size", "expired"] {
+        evictions.with_label_values(&[store, cause]);
+    }
     let evictions = evictions.clone();
     move |_, _, cause| {
         if let Some(cause) = eviction_cause(cause) {

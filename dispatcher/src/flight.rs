@@ -48,6 +48,8 @@ pub enum RetryReason {
 }
 
 impl RetryReason {
+    pub const ALL: [RetryReason; 2] = [RetryReason::PipelineTimeout, RetryReason::PublishFailed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RetryReason::PipelineTimeout => "pipeline_timeout",

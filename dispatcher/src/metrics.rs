@@ -1,7 +1,10 @@
 //! What the dispatcher reports on /metrics.
 
+use crate::api::FallbackReason;
+use crate::flight::RetryReason;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use setlist_core::telemetry::latency_buckets;
 
@@ -43,6 +46,11 @@ pub struct Metrics {
     /// Requests refused with a 503, by `reason` (`overloaded`, `timeout`,
     /// `jobs_full`).
     pub shed_requests: IntCounterVec,
+    /// 1, labelled with the `model_version` this dispatcher asks for.
+    pub model_info: IntGaugeVec,
+    /// A request's deadline when it names none: the latency budget an
+    /// alert compares the p99 with.
+    pub deadline_seconds: Gauge,
 }
 
 impl Metrics {
@@ -77,7 +85,7 @@ impl Metrics {
         let gauge = |name: &str, help: &str| {
             register(&registry, IntGauge::new(name, help).expect("valid options"))
         };
-        Metrics {
+        let metrics = Metrics {
             answers: register(
                 &registry,
                 IntCounterVec::new(
@@ -186,8 +194,46 @@ impl Metrics {
                 "Requests refused with a 503 (retry later), by reason.",
                 &["reason"],
             ),
+            model_info: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "model_info",
+                        "1, labelled with the model version this dispatcher asks for.",
+                    ),
+                    &["model_version"],
+                )
+                .expect("valid options"),
+            ),
+            deadline_seconds: register(
+                &registry,
+                Gauge::new(
+                    "deadline_seconds",
+                    "The deadline of a request that names none (the latency budget).",
+                )
+                .expect("valid options"),
+            ),
             registry,
+        };
+        // Every outcome and reason shows at 0 from the start, so ratios and
+        // rates over them are 0 rather than no data.
+        for outcome in ["model", "fallback", "cached"] {
+            metrics.answers.with_label_values(&[outcome]);
         }
+        for reason in FallbackReason::ALL.map(FallbackReason::as_str) {
+            metrics.fallbacks.with_label_values(&[reason]);
+        }
+        for reason in RetryReason::ALL.map(RetryReason::as_str) {
+            metrics.retries.with_label_values(&[reason]);
+        }
+        for reason in ["budget", "no_time"] {
+            metrics.retries_refused.with_label_values(&[reason]);
+        }
+        for task in ["publisher", "results_consumer"] {
+            metrics.task_restarts.with_label_values(&[task]);
+        }
+        metrics.shed_requests.with_label_values(&["jobs_full"]);
+        metrics
     }
 }
 

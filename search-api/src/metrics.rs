@@ -1,5 +1,7 @@
 //! What the search API reports on /metrics (prefix `setlist_search_`).
 
+use crate::recommend::{CIRCUIT_OPEN, DISPATCHER_REFUSED, DISPATCHER_UNREACHABLE};
+use crate::verify::MatchedBy;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -61,7 +63,7 @@ impl Metrics {
         let gauge = |name: &str, help: &str| {
             register(&registry, IntGauge::new(name, help).expect("a valid gauge"))
         };
-        Metrics {
+        let metrics = Metrics {
             request_seconds: register(
                 &registry,
                 HistogramVec::new(
@@ -105,7 +107,22 @@ impl Metrics {
             ),
             index_songs: gauge("index_songs", "Songs in the search index"),
             registry,
+        };
+        // Each source shows at 0 from the start, so ratios over them are 0
+        // rather than no data.
+        for source in ["model", "cached", "fallback"] {
+            metrics.answers.with_label_values(&[source]);
         }
+        for reason in [CIRCUIT_OPEN, DISPATCHER_UNREACHABLE, DISPATCHER_REFUSED] {
+            metrics.fallbacks.with_label_values(&[reason]);
+        }
+        for outcome in MatchedBy::ALL.map(MatchedBy::as_str) {
+            metrics.playlist_entries.with_label_values(&[outcome]);
+        }
+        metrics
+            .playlist_entries
+            .with_label_values(&["not_recognised"]);
+        metrics
     }
 }
 

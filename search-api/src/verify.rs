@@ -29,6 +29,8 @@ pub enum MatchedBy {
 }
 
 impl MatchedBy {
+    pub const ALL: [MatchedBy; 3] = [MatchedBy::Id, MatchedBy::TitleArtist, MatchedBy::Fuzzy];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MatchedBy::Id => "id",
