@@ -14,6 +14,10 @@ scripts/install-chromium.sh
 # The second broker for the end-to-end test on tansu (built once, cached).
 SETLIST_TANSU=$(scripts/install-tansu.sh)
 export SETLIST_TANSU
+# Prometheus, promtool, podman and the Helm engine for the packaging and
+# observability tests.
+SETLIST_HELM_PYTHON=$(scripts/install-sre-tools.sh)
+export SETLIST_HELM_PYTHON
 
 echo "== formatting and lints"
 cargo fmt --all -- --check

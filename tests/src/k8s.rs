@@ -113,6 +113,39 @@ pub fn repo_file(path: &str) -> String {
         .to_string()
 }
 
+/// A slices directory with only its manifest: the operator reads nothing
+/// else, and these tests run no pods.
+pub fn manifest_only(dir: &Path, stages: u32, shards: u32, version: &str) -> String {
+    use setlist_core::plan::PartitionPlan;
+    use setlist_core::shape::ModelConfig;
+    use setlist_core::slice::{FORMAT_VERSION, SLICES_FORMAT, SliceManifest};
+    let config = ModelConfig {
+        catalogue_size: 100,
+        embedding_dim: 8,
+        hidden_dim: 8,
+        lstm_layers: 3,
+        max_history: 10,
+        residual: false,
+    };
+    let manifest = SliceManifest {
+        format: SLICES_FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        model_version: version.into(),
+        plan: PartitionPlan::new(&config, stages, shards).unwrap(),
+        config,
+        slices: Vec::new(),
+        catalogue_sha256: String::new(),
+    };
+    let dir = dir.join(format!("{version}-{stages}x{shards}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
+    format!("file://{}", dir.display())
+}
+
 /// Installs the CRD from `crds/` (idempotent: server-side apply) and waits
 /// until the API server serves it.
 pub fn install_crd(kubeconfig: &Path) {
@@ -190,7 +223,22 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn start(kubeconfig: &Path, namespace: &str, identity: &str, log_dir: &Path) -> Operator {
+    /// Runs as the operator's ServiceAccount with exactly the rights the
+    /// Helm chart grants it ([`operator_kubeconfig`]), never as admin: a
+    /// call the chart's RBAC does not allow fails the test that makes it.
+    pub fn start(admin: &Path, namespace: &str, identity: &str, log_dir: &Path) -> Operator {
+        let credentials = operator_kubeconfig(admin, namespace);
+        Operator::start_as(&credentials, namespace, identity, log_dir)
+    }
+
+    /// Runs with `kubeconfig`'s credentials, watching `namespace` with its
+    /// Lease (the chart's default name) there too.
+    pub fn start_as(
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        log_dir: &Path,
+    ) -> Operator {
         let port = setlist_core::ports::free_loopback_ports(1).expect("a free port");
         let log = log_dir.join(format!("{identity}.log"));
         let out = File::create(&log).expect("the operator's log");
@@ -207,7 +255,12 @@ impl Operator {
             // Short, so the handover test takes seconds.
             .arg("--lease-seconds=4")
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn")
+            // The controller's own errors (a refused watch among them) are
+            // debug lines of setlist_operator::reconcile.
+            .env(
+                "RUST_LOG",
+                "info,kube=warn,setlist_operator::reconcile=debug",
+            )
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
@@ -243,6 +296,23 @@ impl Operator {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails when the API server refused the operator anything (its log
+    /// says `forbidden` then, Events included, which are best effort and
+    /// fail nothing else).
+    pub fn assert_nothing_refused(&self) {
+        let log = self.log_text();
+        let refused: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_lowercase().contains("forbidden"))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the API server refused {} calls: the chart's RBAC (charts/setlist-operator/templates/_helpers.tpl) lacks a rule:\n{}",
+            self.identity,
+            refused.join("\n")
+        );
     }
 
     /// SIGTERM, as Kubernetes stops a pod; waits for the exit.
@@ -290,4 +360,110 @@ pub fn wait_for<T>(
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The release name the tests install the chart's RBAC under.
+pub const OPERATOR_RELEASE: &str = "setlist-operator";
+
+/// The chart's ServiceAccount and RBAC for an operator in `namespace`
+/// that watches that namespace (`watchNamespace`), rendered by the real
+/// Helm engine ([`crate::chart`]) with `values` on top and applied as
+/// admin; returns the ServiceAccount's name and what was applied.
+pub fn install_operator_rbac(
+    admin: &Path,
+    release: &str,
+    namespace: &str,
+    values: &serde_json::Value,
+) -> (String, Vec<serde_json::Value>) {
+    let rendered = crate::chart::render(values, release, namespace);
+    let kinds = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    let objects: Vec<serde_json::Value> = rendered
+        .objects
+        .iter()
+        .filter(|o| kinds.iter().any(|k| o["kind"] == *k))
+        .cloned()
+        .collect();
+    let account = rendered
+        .of_kind("ServiceAccount")
+        .first()
+        .map(|sa| sa["metadata"]["name"].as_str().unwrap().to_string())
+        .expect("the chart makes a ServiceAccount");
+    let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": objects });
+    let (ok, _, err) = kubectl(
+        admin,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=setlist-tests",
+            "-f",
+            "-",
+        ],
+        Some(&list.to_string()),
+    );
+    assert!(ok, "the chart's ServiceAccount and RBAC apply: {err}");
+    (account, objects)
+}
+
+/// A kubeconfig for ServiceAccount `account` of `namespace`: the admin
+/// kubeconfig's server and CA, and a token the API server mints for the
+/// account (`kubectl create token`), as a pod's mounted token would be.
+pub fn service_account_kubeconfig(admin: &Path, namespace: &str, account: &str) -> PathBuf {
+    let (ok, token, err) = kubectl(
+        admin,
+        &["-n", namespace, "create", "token", account, "--duration=4h"],
+        None,
+    );
+    assert!(ok, "a token for {namespace}/{account}: {err}");
+    let (ok, view, err) = kubectl(
+        admin,
+        &["config", "view", "--raw", "--minify", "-o", "json"],
+        None,
+    );
+    assert!(ok, "the admin kubeconfig: {err}");
+    let view: serde_json::Value = serde_json::from_str(&view).expect("kubectl prints JSON");
+    let cluster = view["clusters"][0]["cluster"].clone();
+    let user = format!("system:serviceaccount:{namespace}:{account}");
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "local", "cluster": {
+            "server": cluster["server"],
+            "certificate-authority-data": cluster["certificate-authority-data"],
+        }}],
+        "users": [{ "name": user, "user": { "token": token.trim() } }],
+        "contexts": [{ "name": "operator", "context": {
+            "cluster": "local", "user": user, "namespace": namespace,
+        }}],
+        "current-context": "operator",
+    });
+    let path = Path::new(RUN).join(format!("{namespace}.{account}.kubeconfig"));
+    std::fs::write(&path, config.to_string()).expect("the kubeconfig is written");
+    path
+}
+
+/// The operator's own credentials for a test namespace: the chart
+/// (release [`OPERATOR_RELEASE`], `watchNamespace` = the namespace, which
+/// is also the release's) grants its ServiceAccount a Role there and the
+/// leader-election Role; the kubeconfig holds that account's token. Made
+/// once per namespace.
+pub fn operator_kubeconfig(admin: &Path, namespace: &str) -> PathBuf {
+    let values = serde_json::json!({ "watchNamespace": namespace, "crds": { "install": false } });
+    let account = OPERATOR_RELEASE;
+    let path = Path::new(RUN).join(format!("{namespace}.{account}.kubeconfig"));
+    if path.is_file() {
+        return path;
+    }
+    let (made, _) = install_operator_rbac(admin, OPERATOR_RELEASE, namespace, &values);
+    assert_eq!(
+        made, account,
+        "the chart names the ServiceAccount after the release"
+    );
+    service_account_kubeconfig(admin, namespace, account)
 }

@@ -3,8 +3,7 @@
 //! to the CRD's bounds, defaults and CEL rules.
 
 use serde_json::Value;
-use setlist_tests::k8s::{Namespace, control_plane, install_crd, repo_file};
-use std::path::Path;
+use setlist_tests::k8s::{Namespace, control_plane, install_crd, manifest_only, repo_file};
 
 #[test]
 fn the_api_server_fills_defaults_and_refuses_specs_that_cannot_work() {
@@ -75,39 +74,6 @@ fn the_api_server_fills_defaults_and_refuses_specs_that_cannot_work() {
     );
     let (ok, _, err) = ns.kubectl(&["apply", "-f", "-"], Some(&manifest));
     assert!(ok, "{err}");
-}
-
-/// A slices directory with only its manifest: the operator reads nothing
-/// else, and these tests run no pods.
-fn manifest_only(dir: &Path, stages: u32, shards: u32, version: &str) -> String {
-    use setlist_core::plan::PartitionPlan;
-    use setlist_core::shape::ModelConfig;
-    use setlist_core::slice::{FORMAT_VERSION, SLICES_FORMAT, SliceManifest};
-    let config = ModelConfig {
-        catalogue_size: 100,
-        embedding_dim: 8,
-        hidden_dim: 8,
-        lstm_layers: 3,
-        max_history: 10,
-        residual: false,
-    };
-    let manifest = SliceManifest {
-        format: SLICES_FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        model_version: version.into(),
-        plan: PartitionPlan::new(&config, stages, shards).unwrap(),
-        config,
-        slices: Vec::new(),
-        catalogue_sha256: String::new(),
-    };
-    let dir = dir.join(format!("{version}-{stages}x{shards}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_string(&manifest).unwrap(),
-    )
-    .unwrap();
-    format!("file://{}", dir.display())
 }
 
 /// `kind → sorted names` of what the operator owns for cluster `demo`.
@@ -433,6 +399,9 @@ fn the_operator_applies_shrinks_refuses_pauses_hands_over_and_cleans_up() {
         || owned(&ns).is_empty().then_some(()),
         || format!("{:#?}", owned(&ns)),
     );
+    // All of it as the chart's ServiceAccount, refused nothing.
+    leading.assert_nothing_refused();
+    standby.assert_nothing_refused();
 }
 
 /// Topics managed by the operator, on tansu (a Kafka-protocol broker with
@@ -524,4 +493,5 @@ fn managed_topics_are_made_with_the_cluster_and_deleted_with_it() {
         operator.log_text()
     );
     assert!(topics().is_empty(), "{:?}", topics());
+    operator.assert_nothing_refused();
 }

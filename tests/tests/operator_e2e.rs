@@ -276,4 +276,7 @@ fn a_cluster_applied_with_kubectl_serves_the_model_and_a_crash_looping_node_is_r
         },
         diagnose,
     );
+    // The operator ran as the chart's ServiceAccount (`Operator::start`)
+    // and the API server refused it nothing.
+    operator.assert_nothing_refused();
 }

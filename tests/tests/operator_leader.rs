@@ -3,12 +3,17 @@
 //! Lease, as two operator replicas would be. Short timings (seconds, not the
 //! production 15 s), and time bounds generous enough for a loaded machine:
 //! they tell a hand-over from a wait for expiry, nothing finer.
+//!
+//! The candidates run as the operator's ServiceAccount with the rights the
+//! Helm chart grants it (`setlist_tests::k8s::operator_kubeconfig`: one
+//! Lease by name, in its own namespace); "someone else" writing the Lease
+//! is the admin.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
 use setlist_operator::leader::{Elector, Leadership, LeaseTiming, Lost};
-use setlist_tests::k8s::{Namespace, control_plane};
+use setlist_tests::k8s::{Namespace, control_plane, operator_kubeconfig};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,14 +33,23 @@ fn timing(lease_secs: u64) -> LeaseTiming {
     }
 }
 
-/// Two candidates, `a` and `b`, for the Lease `operator` in a fresh namespace.
+/// The Lease's name: the chart's default, the one its Role grants.
+const LEASE: &str = "setlist-operator";
+
+/// The operator's ServiceAccount's client, as the chart grants it.
+async fn operator_client(ns: &Namespace) -> kube::Client {
+    client(&operator_kubeconfig(&ns.kubeconfig, &ns.name)).await
+}
+
+/// Two candidates, `a` and `b`, for the Lease in a fresh namespace, and
+/// the admin's view of the Leases.
 async fn candidates(ns: &Namespace, timing: LeaseTiming) -> (Elector, Elector, Api<Lease>) {
-    let client = client(&ns.kubeconfig).await;
-    let elector = |identity| Elector::new(client.clone(), &ns.name, "operator", identity, timing);
+    let client = operator_client(ns).await;
+    let elector = |identity| Elector::new(client.clone(), &ns.name, LEASE, identity, timing);
     (
         elector("operator-a"),
         elector("operator-b"),
-        Api::namespaced(client.clone(), &ns.name),
+        Api::namespaced(self::client(&ns.kubeconfig).await, &ns.name),
     )
 }
 
@@ -47,7 +61,7 @@ async fn acquire_within(elector: &Elector, limit: Duration) -> Leadership {
 }
 
 async fn holder(leases: &Api<Lease>) -> (Option<String>, i32) {
-    let spec = leases.get("operator").await.unwrap().spec.unwrap();
+    let spec = leases.get(LEASE).await.unwrap().spec.unwrap();
     (spec.holder_identity, spec.lease_transitions.unwrap_or(0))
 }
 
@@ -144,12 +158,12 @@ async fn a_holder_whose_lease_is_overwritten_is_told_it_lost() {
 
     // Someone else writes the lease, as a replica that thought it expired
     // would.
-    let mut lease = leases.get("operator").await.unwrap();
+    let mut lease = leases.get(LEASE).await.unwrap();
     let spec = lease.spec.as_mut().unwrap();
     spec.holder_identity = Some("intruder".into());
     spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
     leases
-        .replace("operator", &PostParams::default(), &lease)
+        .replace(LEASE, &PostParams::default(), &lease)
         .await
         .unwrap();
 
@@ -171,11 +185,21 @@ async fn a_holder_whose_lease_is_overwritten_is_told_it_lost() {
 
     // A deleted lease is lost too, and not made again by its old holder: a
     // candidate may have made it already.
-    let client = client(&ns.kubeconfig).await;
-    let c = Elector::new(client, &ns.name, "deleted", "operator-c", timing(3));
+    // (The intruder's lease goes first: the account may hold one name only.)
+    leases
+        .delete(LEASE, &Default::default())
+        .await
+        .expect("the lease is deleted");
+    let c = Elector::new(
+        operator_client(&ns).await,
+        &ns.name,
+        LEASE,
+        "operator-c",
+        timing(3),
+    );
     let mut third = acquire_within(&c, Duration::from_secs(30)).await;
     leases
-        .delete("deleted", &Default::default())
+        .delete(LEASE, &Default::default())
         .await
         .expect("the lease is deleted");
     let lost = tokio::time::timeout(Duration::from_secs(10), third.lost())
@@ -183,7 +207,7 @@ async fn a_holder_whose_lease_is_overwritten_is_told_it_lost() {
         .expect("the holder learns its lease was deleted");
     assert_eq!(lost, Lost::Deleted);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(leases.get_opt("deleted").await.unwrap().is_none());
+    assert!(leases.get_opt(LEASE).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
