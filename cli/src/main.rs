@@ -10,6 +10,7 @@ mod data;
 mod progress;
 mod publish;
 mod recommend;
+mod scrape;
 mod search;
 mod slice;
 mod train;

@@ -7,6 +7,7 @@
 //! with `setlist up` if it is killed.
 
 use crate::broker::Broker;
+use crate::scrape::{self, ScrapeFiles};
 use crate::train::Forecast;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -102,6 +103,17 @@ pub struct UpArgs {
     /// Seconds every process gets to become ready before `up` gives up.
     #[arg(long, default_value_t = 120)]
     ready_timeout: u64,
+    /// Also start a Prometheus (Debian's `prometheus` on PATH) that scrapes
+    /// every process and evaluates the alert rules: the SRE's view of this
+    /// machine. Without it, `up` still writes the targets and a
+    /// configuration under the work dir's `prometheus/` for your own.
+    #[arg(long)]
+    prometheus: bool,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    prometheus_listen: String,
+    /// Seconds between scrapes (and rule evaluations).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    scrape_interval: u64,
 }
 
 /// The cache for the demo model and derived artifacts.
@@ -434,6 +446,12 @@ struct Running<'a> {
     dispatcher: String,
     /// The listener's page (and the search API under it).
     page: String,
+    /// The Prometheus started with `--prometheus`.
+    prometheus: Option<String>,
+    /// Prometheus file-SD targets: every process's /metrics.
+    scrape_targets: &'a Path,
+    /// A Prometheus configuration reading them, with the alert rules.
+    scrape_config: &'a Path,
     processes: Vec<RunningProcess<'a>>,
 }
 
@@ -564,6 +582,7 @@ fn check_frames_fit(manifest: &SliceManifest, node_args: &[String]) -> Result<()
 
 pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     let [node_bin, dispatcher_bin, search_bin] = siblings(CHILD_BINARIES)?;
+    let prometheus_bin = args.prometheus.then(scrape::find_prometheus).transpose()?;
     let source = match (&args.slices, &args.model) {
         (Some(s), _) => s.clone(),
         (None, Some(m)) => SliceSource::Local(slices_for(m, args.stages, args.output_shards)?),
@@ -678,6 +697,14 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         format!("http://{}", args.search_listen),
     )?;
 
+    let scrape_files = ScrapeFiles::write(
+        &work.join("prometheus"),
+        children
+            .processes()
+            .iter()
+            .map(|p| (p.name.as_str(), p.url.as_str())),
+        Duration::from_secs(args.scrape_interval),
+    )?;
     let started = Instant::now();
     wait_until_ready(
         &mut children,
@@ -685,12 +712,33 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
         Duration::from_secs(args.ready_timeout),
         &logs,
     )?;
+    let prometheus_url = match &prometheus_bin {
+        Some(bin) => {
+            let url = format!("http://{}", args.prometheus_listen);
+            children.spawn(
+                "prometheus".into(),
+                scrape_files.server_command(
+                    bin,
+                    &args.prometheus_listen,
+                    &work.join("prometheus").join("data"),
+                ),
+                logs.join("prometheus.log"),
+                url.clone(),
+            )?;
+            wait_for_prometheus(&mut children, &url, Duration::from_secs(args.ready_timeout))?;
+            Some(url)
+        }
+        None => None,
+    };
     let running = Running {
         kafka: &kafka,
         model_version: &manifest.model_version,
         slices: &set.dir,
         dispatcher: dispatcher_url.clone(),
         page: page_url.clone(),
+        prometheus: prometheus_url.clone(),
+        scrape_targets: &scrape_files.targets,
+        scrape_config: &scrape_files.config,
         processes: children
             .processes()
             .iter()
@@ -732,10 +780,22 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
                 ""
             }
         )?;
+        match &prometheus_url {
+            Some(url) => writeln!(
+                out,
+                "  prometheus       {url}   alerts {url}/alerts   targets {url}/targets"
+            )?,
+            None => writeln!(
+                out,
+                "  scrape targets   {}   (prometheus --config.file={}, or up --prometheus)",
+                scrape_files.targets.display(),
+                scrape_files.config.display()
+            )?,
+        }
         for p in running
             .processes
             .iter()
-            .filter(|p| !["dispatcher", "search"].contains(&p.name))
+            .filter(|p| !["dispatcher", "search", "prometheus"].contains(&p.name))
         {
             writeln!(
                 out,
@@ -759,6 +819,33 @@ pub fn run(args: UpArgs, progress: &dyn Progress) -> Result<()> {
     children.stop();
     drop(broker);
     say(format_args!("stopped"));
+    Ok(())
+}
+
+/// Waits until the Prometheus child answers `/-/ready`; fails if it exits
+/// first or after `timeout`.
+fn wait_for_prometheus(children: &mut Children, url: &str, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(500)))
+        .build()
+        .new_agent();
+    while agent.get(&format!("{url}/-/ready")).call().is_err() {
+        if let Some((p, status)) = children.exited() {
+            anyhow::bail!(
+                "{} exited while starting ({status}); its log {} says:\n{}",
+                p.name,
+                p.log.display(),
+                last_words(&p.log)
+            );
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "Prometheus did not answer {url}/-/ready within {} s",
+            timeout.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     Ok(())
 }
 

@@ -2,8 +2,10 @@
 //! built by `cargo build --release --workspace --bins` (which `./setlist
 //! test` does before the tests).
 
+pub mod chart;
 pub mod k8s;
 pub mod kubelet;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -112,10 +114,21 @@ impl UpProcess {
     /// Starts `setlist up --json SERVE ARGS…`, where `serve` is `--model
     /// DIR` or `--slices DIR|URI`, on free ports.
     pub fn spawn_serving(serve: [&str; 2], args: &[&str]) -> UpProcess {
+        UpProcess::spawn_serving_with_env(serve, args, &[])
+    }
+
+    /// [`UpProcess::spawn_serving`] with `env` set for `setlist up` and so
+    /// for every process it starts (`RUST_LOG`, say).
+    pub fn spawn_serving_with_env(
+        serve: [&str; 2],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> UpProcess {
         let cache = tempfile::tempdir().unwrap();
         let command = up_command_line_serving(serve, args, cache.path());
         let mut child = Command::new(&command[0])
             .args(&command[1..])
+            .envs(env.iter().copied())
             .env("SETLIST_CACHE", cache.path())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -278,8 +291,13 @@ impl Up {
 
     /// [`Up::start`] serving `serve`: `--model DIR` or `--slices DIR|URI`.
     pub fn start_serving(serve: [&str; 2], args: &[&str]) -> Up {
+        Up::start_serving_with_env(serve, args, &[])
+    }
+
+    /// [`Up::start_serving`] with `env` set for every process of the run.
+    pub fn start_serving_with_env(serve: [&str; 2], args: &[&str], env: &[(&str, &str)]) -> Up {
         use std::io::BufRead;
-        let mut supervisor = UpProcess::spawn_serving(serve, args);
+        let mut supervisor = UpProcess::spawn_serving_with_env(serve, args, env);
         let stdout = supervisor.child.stdout.take().unwrap();
         let mut line = String::new();
         std::io::BufReader::new(stdout)
