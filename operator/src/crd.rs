@@ -70,6 +70,8 @@ pub struct RecommenderClusterSpec {
     pub placement: Option<PlacementSpec>,
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    #[serde(default)]
+    pub logging: LoggingSpec,
     /// Stop every change to the cluster's objects (status is still written).
     #[serde(default)]
     pub paused: bool,
@@ -311,6 +313,55 @@ fn default_dispatcher_image() -> String {
 
 fn default_search_image() -> String {
     format!("ghcr.io/setlist-dev/setlist-search:{IMAGE_TAG}")
+}
+
+/// What every process of the cluster logs, and how. A change rolls the
+/// pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggingSpec {
+    /// `RUST_LOG` of every process: a level or per-module directives.
+    /// `info,setlist_search=debug,setlist_dispatcher=debug,setlist_node=debug`
+    /// logs each request, under its id, in every process it passes.
+    #[serde(default = "default_log_level")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[A-Za-z0-9_:=,.\-]+$"))]
+    pub level: String,
+    /// `json` (one object per line, for a log collector) or `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LoggingSpec {
+    fn default() -> Self {
+        LoggingSpec {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    /// The value of the processes' `SETLIST_LOG_FORMAT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        }
+    }
 }
 
 /// When the kubelet pulls the images.

@@ -462,6 +462,10 @@ impl Context<'_> {
     ) -> Value {
         let component = component_of(part);
         let mut env = extra_env;
+        env.extend([
+            json!({ "name": "RUST_LOG", "value": self.spec.logging.level }),
+            json!({ "name": "SETLIST_LOG_FORMAT", "value": self.spec.logging.format.as_str() }),
+        ]);
         let mut args = vec![json!(format!("--config={CONFIG_DIR}/{config_file}"))];
         // Secret values stay in the Secret: each key reaches the process
         // through an environment variable the kubelet expands in the args.
@@ -1129,6 +1133,34 @@ kafka: { bootstrapServers: 'kafka:9092' }
             .clone()
             .unwrap();
         assert_eq!(annotations["setlist.dev/model-version"], "v5");
+    }
+
+    #[test]
+    fn every_process_logs_at_the_clusters_level_and_format() {
+        let default = build(&cluster(DEMO), &manifest(3, 2, "v5")).unwrap();
+        let env_of_all = |state: &DesiredState| {
+            let mut all: Vec<BTreeMap<String, String>> =
+                state.stateful_sets.iter().map(|s| env(template(s))).collect();
+            all.extend(
+                state
+                    .deployments
+                    .iter()
+                    .map(|d| env(&d.spec.as_ref().unwrap().template)),
+            );
+            all
+        };
+        for env in env_of_all(&default) {
+            assert_eq!(env["RUST_LOG"], "info");
+            assert_eq!(env["SETLIST_LOG_FORMAT"], "json");
+        }
+        let traced = cluster(&format!(
+            "{DEMO}logging: {{ level: 'info,setlist_node=debug', format: text }}"
+        ));
+        let state = build(&traced, &manifest(3, 2, "v5")).unwrap();
+        for env in env_of_all(&state) {
+            assert_eq!(env["RUST_LOG"], "info,setlist_node=debug");
+            assert_eq!(env["SETLIST_LOG_FORMAT"], "text");
+        }
     }
 
     #[test]
