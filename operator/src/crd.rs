@@ -72,6 +72,10 @@ pub struct RecommenderClusterSpec {
     pub network_policy: NetworkPolicySpec,
     #[serde(default)]
     pub logging: LoggingSpec,
+    /// Where the processes export their spans (OpenTelemetry, OTLP over
+    /// HTTP); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
     /// Stop every change to the cluster's objects (status is still written).
     #[serde(default)]
     pub paused: bool,
@@ -360,6 +364,39 @@ impl LogFormat {
         match self {
             LogFormat::Json => "json",
             LogFormat::Text => "text",
+        }
+    }
+}
+
+/// An OTLP/HTTP collector every process sends its spans to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// The collector's base URL, e.g. `http://otel-collector.monitoring:4318`
+    /// (`/v1/traces` is added).
+    #[schemars(length(max = 512), regex(pattern = r"^https?://[^\s]+$"))]
+    pub otlp_endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+impl OtlpProtocol {
+    /// The value of `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::HttpJson => "http/json",
         }
     }
 }

@@ -466,6 +466,19 @@ impl Context<'_> {
             json!({ "name": "RUST_LOG", "value": self.spec.logging.level }),
             json!({ "name": "SETLIST_LOG_FORMAT", "value": self.spec.logging.format.as_str() }),
         ]);
+        if let Some(tracing) = &self.spec.tracing {
+            env.extend([
+                json!({ "name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint }),
+                json!({ "name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": tracing.protocol.as_str() }),
+                json!({
+                    "name": "OTEL_RESOURCE_ATTRIBUTES",
+                    "value": format!(
+                        "k8s.namespace.name={},setlist.cluster={},setlist.part={part}",
+                        self.namespace, self.name
+                    ),
+                }),
+            ]);
+        }
         let mut args = vec![json!(format!("--config={CONFIG_DIR}/{config_file}"))];
         // Secret values stay in the Secret: each key reaches the process
         // through an environment variable the kubelet expands in the args.
@@ -703,6 +716,8 @@ impl Context<'_> {
         let http = json!([{ "protocol": "TCP", "port": "http" }]);
         let policy =
             |suffix: &str, component: &str, pods: Value, from: Option<Value>| -> NetworkPolicy {
+                // A policy for one part's pods carries that part's label.
+                let part = ["dispatcher", "search"].contains(&suffix).then_some(suffix);
                 let mut spec =
                     json!({ "podSelector": { "matchLabels": pods }, "policyTypes": ["Ingress"] });
                 if let Some(from) = from {
@@ -711,7 +726,7 @@ impl Context<'_> {
                 object(json!({
                     "apiVersion": "networking.k8s.io/v1",
                     "kind": "NetworkPolicy",
-                    "metadata": self.metadata(&format!("{}-{suffix}", self.name), component, None),
+                    "metadata": self.metadata(&format!("{}-{suffix}", self.name), component, part),
                     "spec": spec,
                 }))
             };
@@ -1139,8 +1154,11 @@ kafka: { bootstrapServers: 'kafka:9092' }
     fn every_process_logs_at_the_clusters_level_and_format() {
         let default = build(&cluster(DEMO), &manifest(3, 2, "v5")).unwrap();
         let env_of_all = |state: &DesiredState| {
-            let mut all: Vec<BTreeMap<String, String>> =
-                state.stateful_sets.iter().map(|s| env(template(s))).collect();
+            let mut all: Vec<BTreeMap<String, String>> = state
+                .stateful_sets
+                .iter()
+                .map(|s| env(template(s)))
+                .collect();
             all.extend(
                 state
                     .deployments
@@ -1160,6 +1178,20 @@ kafka: { bootstrapServers: 'kafka:9092' }
         for env in env_of_all(&state) {
             assert_eq!(env["RUST_LOG"], "info,setlist_node=debug");
             assert_eq!(env["SETLIST_LOG_FORMAT"], "text");
+            assert!(!env.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        }
+        let exported = cluster(&format!(
+            "{DEMO}tracing: {{ otlpEndpoint: 'http://collector:4318', protocol: http/json }}"
+        ));
+        let state = build(&exported, &manifest(3, 2, "v5")).unwrap();
+        for env in env_of_all(&state) {
+            assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://collector:4318");
+            assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/json");
+            assert!(
+                env["OTEL_RESOURCE_ATTRIBUTES"]
+                    .starts_with("k8s.namespace.name=music,setlist.cluster=demo,setlist.part="),
+                "{env:?}"
+            );
         }
     }
 
