@@ -72,7 +72,8 @@ const REPEATED_SIGNAL: std::time::Duration = std::time::Duration::from_millis(50
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let config = Config::load()?;
-    setlist_core::telemetry::init_logging(config.log_format);
+    // Kept until the process ends: dropped, it sends the last spans.
+    let _telemetry = setlist_service::otel::init(config.log_format, "setlist-node")?;
     shutdown::die_with_parent();
     let part = config.part().to_string();
     let health = Arc::new(Health::default());

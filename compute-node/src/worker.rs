@@ -23,14 +23,16 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use setlist_core::kafka::{KafkaSettings, Role};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::topics::{Consumer as TopicConsumer, Topics};
-use setlist_core::trace::request_ids;
+use setlist_core::trace::{TraceParent, request_ids};
 use setlist_core::wire::{Activations, Body, Frame, Hop, WireError, concat, split_rows};
 use setlist_model::ops::RowQuery;
 use setlist_model::pipeline::{from_activations, to_activations};
 use setlist_model::slice::{ShardSlice, StageSlice};
+use setlist_service::otel;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Span;
 
 /// The loaded slice.
 pub enum Slice {
@@ -100,6 +102,16 @@ struct Accepted {
     activations: Activations,
     received_us: u64,
     source: String,
+    /// Its `compute` span (none unless spans are exported).
+    span: Span,
+}
+
+/// An accepted frame, its activations taken for the forward pass.
+struct Computing {
+    frame: Frame,
+    received_us: u64,
+    source: String,
+    span: Span,
 }
 
 /// An output frame and where it goes.
@@ -108,6 +120,8 @@ struct Output {
     /// The results partition of the dispatcher that asked (shards only).
     partition: Option<i32>,
     source: String,
+    /// The input's `compute` span, which ends once the output is sent.
+    _span: Span,
 }
 
 pub struct Worker {
@@ -345,22 +359,25 @@ impl Worker {
                     self.dead_letter_refused(id, &source, &refused.rejection, &refused.payload)?;
                 }
                 Ok((frame, activations)) => {
+                    let span = self.compute_span(&frame, &source);
+                    let _in_span = span.enter();
                     tracing::debug!(
                         request_ids = %request_ids(frame.rows.iter().map(|r| r.request_id)),
                         trace_context = %frame.trace_context,
                         %source,
                         "computing a frame"
                     );
-                    let late = request_ids(
-                        frame
-                            .rows
-                            .iter()
-                            .filter(|r| r.deadline_unix_ms < now_ms)
-                            .map(|r| r.request_id),
-                    );
+                    // Only rows past their deadline: nothing to allocate
+                    // when none is.
+                    let late: Vec<u128> = frame
+                        .rows
+                        .iter()
+                        .filter(|r| r.deadline_unix_ms < now_ms)
+                        .map(|r| r.request_id)
+                        .collect();
                     let (alive, expired) = drop_expired(frame, activations, now_ms);
                     if expired > 0 {
-                        tracing::debug!(request_ids = %late, %source, "dropping rows past their deadline");
+                        tracing::debug!(request_ids = %request_ids(late), %source, "dropping rows past their deadline");
                         self.metrics
                             .dropped_rows
                             .with_label_values(&["deadline_expired"])
@@ -372,6 +389,7 @@ impl Worker {
                             activations,
                             received_us: received.received_us,
                             source,
+                            span: span.clone(),
                         });
                     }
                 }
@@ -565,14 +583,50 @@ impl Worker {
         Ok(())
     }
 
+    /// The span of one frame's work here when spans are exported (else
+    /// none, at no cost): the child of the span its trace context names
+    /// (the dispatcher's `publish`, or the previous stage's `compute`),
+    /// which the output frame then names in turn. A frame is one trace's,
+    /// its first row's; the other rows' ids are in `request_ids` (their
+    /// spans are not known here, so they cannot be linked).
+    fn compute_span(&self, frame: &Frame, source: &str) -> Span {
+        if !otel::enabled() {
+            return Span::none();
+        }
+        let span = tracing::info_span!(
+            "compute",
+            request_ids = %request_ids(frame.rows.iter().map(|r| r.request_id)),
+            part = %self.config.part(),
+            rows = frame.rows.len(),
+            source,
+        );
+        match TraceParent::parse(&frame.trace_context) {
+            Some(parent) => otel::set_parent(&span, parent),
+            None => {
+                if let Some(first) = frame.rows.first() {
+                    otel::start_trace(&span, first.request_id);
+                }
+            }
+        }
+        span
+    }
+
     /// One forward pass for every accepted frame; one output frame per input.
     fn compute(&self, accepted: Vec<Accepted>) -> Vec<Output> {
         let started = Instant::now();
         let started_us = now_unix_us();
         let row_counts: Vec<usize> = accepted.iter().map(|a| a.frame.rows.len()).collect();
-        let (inputs, parts): (Vec<(Frame, u64, String)>, Vec<Activations>) = accepted
+        let (inputs, parts): (Vec<Computing>, Vec<Activations>) = accepted
             .into_iter()
-            .map(|a| ((a.frame, a.received_us, a.source), a.activations))
+            .map(|a| {
+                let input = Computing {
+                    frame: a.frame,
+                    received_us: a.received_us,
+                    source: a.source,
+                    span: a.span,
+                };
+                (input, a.activations)
+            })
             .unzip();
         let combined = concat(parts).expect("accepted frames share this node's input shape");
         self.metrics
@@ -590,7 +644,7 @@ impl Worker {
             }
             Slice::Shard(shard) => {
                 let (hidden, _) = from_activations(&combined, true);
-                let metas: Vec<_> = inputs.iter().flat_map(|(f, _, _)| f.rows.iter()).collect();
+                let metas: Vec<_> = inputs.iter().flat_map(|i| i.frame.rows.iter()).collect();
                 let queries: Vec<RowQuery> = metas
                     .iter()
                     .map(|m| RowQuery {
@@ -614,7 +668,13 @@ impl Worker {
         inputs
             .into_iter()
             .zip(bodies)
-            .map(|((frame, received_us, source), body)| {
+            .map(|(input, body)| {
+                let Computing {
+                    frame,
+                    received_us,
+                    source,
+                    span,
+                } = input;
                 let queue_us = started_us.saturating_sub(received_us);
                 self.metrics.queue_wait.observe(queue_us as f64 / 1e6);
                 let mut hops = frame.hops;
@@ -629,16 +689,22 @@ impl Worker {
                 // rows be dead-lettered, never routed to a random partition.
                 let partition = matches!(self.slice, Slice::Shard(_))
                     .then(|| i32::try_from(frame.reply_to).unwrap_or(i32::MAX));
+                // Sent on by this node's span when spans are exported, else
+                // as it came.
+                let trace_context =
+                    otel::context_of(&span).map_or(frame.trace_context, |c| c.to_string());
                 let frame = Frame {
                     stage: next_stage as u16,
                     hops,
                     body,
+                    trace_context,
                     ..frame
                 };
                 Output {
                     frame,
                     partition,
                     source,
+                    _span: span,
                 }
             })
             .collect()

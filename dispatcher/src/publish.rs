@@ -14,10 +14,13 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use setlist_core::telemetry::now_unix_us;
 use setlist_core::trace::{TraceParent, request_ids};
 use setlist_core::wire::{Body, Frame, Hop, track_ids};
+use setlist_service::otel;
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::{Instrument, Span};
 
 /// How often an idle publisher still beats its heartbeat.
 const IDLE_BEAT: Duration = Duration::from_secs(1);
@@ -65,6 +68,32 @@ enum Delivery {
     Moot,
 }
 
+/// The span of one batch's publishing when spans are exported (else none,
+/// at no cost): in the trace of the batch's first request, whose frames
+/// name it as their parent, as the child of that request's span in this
+/// process; linked to the request spans of the batch's other traces.
+fn publish_span(batch: &[Submission]) -> Span {
+    let Some(first) = batch.first().filter(|_| otel::enabled()) else {
+        return Span::none();
+    };
+    let span = tracing::info_span!(
+        "publish",
+        request_ids = %request_ids(batch.iter().map(|s| s.row.request_id)),
+        rows = batch.len(),
+    );
+    let mut linked = HashSet::from([first.row.request_id]);
+    for submission in &batch[1..] {
+        let id = submission.row.request_id;
+        if linked.insert(id)
+            && let Some(request) = otel::request_span(id)
+        {
+            otel::link(&span, request);
+        }
+    }
+    otel::join_request(&span, first.row.request_id);
+    span
+}
+
 impl<D: Deliver> Publisher<D> {
     /// A batch as frames that each fit one Kafka message.
     pub fn encode(&self, batch: &[Submission]) -> Result<Vec<Piece>, String> {
@@ -73,11 +102,12 @@ impl<D: Deliver> Publisher<D> {
         };
         let histories: Vec<&[u32]> = batch.iter().map(|s| s.history.as_slice()).collect();
         // A frame carries many requests but one trace context: its first
-        // request's, sent on by this publish; the rows carry every id.
-        let trace = TraceParent {
+        // request's, sent on by this publish (by its `publish` span when
+        // spans are exported, see `publish_span`); the rows carry every id.
+        let trace = otel::outgoing(TraceParent {
             trace_id: first.row.request_id,
             ..TraceParent::new_root()
-        }
+        })
         .to_string();
         let frame = Frame {
             model_version: self.frames.model_version.clone(),
@@ -151,12 +181,19 @@ impl<D: Deliver> Publisher<D> {
                 flush_at = None;
                 self.metrics.frame_rows.observe(submissions.len() as f64);
                 let ids: Vec<u128> = submissions.iter().map(|s| s.row.request_id).collect();
-                match self.encode(&submissions) {
+                let span = publish_span(&submissions);
+                match span.in_scope(|| self.encode(&submissions)) {
                     Ok(pieces) => {
                         tracing::debug!(request_ids = %request_ids(ids), frames = pieces.len(), "publishing to stage 0");
-                        deliveries.extend(pieces.into_iter().map(|p| self.deliver_piece(p)))
+                        // The span ends once the broker has every piece.
+                        deliveries.extend(
+                            pieces
+                                .into_iter()
+                                .map(|p| self.deliver_piece(p).instrument(span.clone())),
+                        )
                     }
                     Err(error) => {
+                        let _in_span = span.enter();
                         tracing::error!(%error, request_ids = %request_ids(ids.iter().copied()), "cannot fit a request into a Kafka message");
                         self.metrics.publish_errors.inc();
                         failed(&ids);

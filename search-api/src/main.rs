@@ -14,7 +14,8 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> Result<()> {
     let config = Config::load()?;
-    setlist_core::telemetry::init_logging(config.log_format);
+    // Kept until the process ends: dropped, it sends the last spans.
+    let _telemetry = setlist_service::otel::init(config.log_format, "setlist-search")?;
     shutdown::die_with_parent();
     let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms);
     let slices = config

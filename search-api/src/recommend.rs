@@ -138,7 +138,8 @@ impl Dispatcher {
     }
 
     /// The dispatcher's answer for `tracks`, or why there is none; the
-    /// call carries `trace` in its `traceparent`.
+    /// call carries `trace`'s trace in its `traceparent`, from the current
+    /// span when spans are exported ([`setlist_service::otel::outgoing`]).
     pub async fn recommend(&self, tracks: &[String], k: usize, trace: TraceParent) -> Called {
         let decision = self
             .breaker
@@ -178,7 +179,11 @@ impl Dispatcher {
         let response = match self
             .http
             .post(&self.url)
-            .header(TRACEPARENT, trace.to_string())
+            // When spans are exported, the dispatcher's is this request's child.
+            .header(
+                TRACEPARENT,
+                setlist_service::otel::outgoing(trace).to_string(),
+            )
             .json(&request)
             .send()
             .await

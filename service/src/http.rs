@@ -145,11 +145,29 @@ pub fn trace_of(headers: &axum::http::HeaderMap) -> TraceParent {
 /// Middleware: gives every request its [`TraceParent`] (as an extension
 /// handlers read), runs it inside a `request` span whose `request_id` every
 /// log line about it then carries, and returns the id in `x-request-id`.
+/// When spans are exported ([`crate::otel`]), the span is the child of the
+/// caller's span named in `traceparent`, else the root of the request's
+/// trace, and is findable by [`crate::otel::request_span`] while it lasts.
 pub async fn traced(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let trace = trace_of(request.headers());
     let id = trace.request_id().to_string();
+    let from_caller = crate::otel::enabled()
+        && request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse)
+            .is_some();
     request.extensions_mut().insert(trace);
     let span = tracing::info_span!("request", request_id = %id);
+    let _serving = crate::otel::enabled().then(|| {
+        if from_caller {
+            crate::otel::set_parent(&span, trace);
+        } else {
+            crate::otel::start_trace(&span, trace.trace_id);
+        }
+        crate::otel::serving(&span)
+    });
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = header::HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -8,5 +8,6 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod otel;
 pub mod shutdown;
 pub mod slices;
